@@ -1,0 +1,24 @@
+"""Q-Transformer: offline RL with an autoregressive Transformer Q-function."""
+
+from qtransformer.agent import Agent, ObservationHistory, load_agent
+from qtransformer.config import TrainConfig
+from qtransformer.data.dataset import Batch, OfflineDataset
+from qtransformer.discretize import ActionDiscretizer
+from qtransformer.learner import Learner
+from qtransformer.model import ModelConfig, QTransformer
+from qtransformer.train import train
+
+__all__ = [
+    "ActionDiscretizer",
+    "Agent",
+    "Batch",
+    "Learner",
+    "ModelConfig",
+    "ObservationHistory",
+    "OfflineDataset",
+    "QTransformer",
+    "TrainConfig",
+    "load_agent",
+    "train",
+]
+__version__ = "0.1.0"

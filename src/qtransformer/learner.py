@@ -1,0 +1,127 @@
+"""Optimizer, target network and one ``update(batch) -> metrics`` step."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from qtransformer.config import TrainConfig
+from qtransformer.data.dataset import Batch
+from qtransformer.loss import per_dimension_targets, q_transformer_loss
+from qtransformer.model import ModelConfig, QTransformer
+
+
+class Learner:
+    """Q-Transformer learner: AdamW on the online network, Polyak-averaged target.
+
+    Args:
+        model_cfg: Shape of the Q network.
+        cfg: Training hyperparameters.
+        q_max: Value bound; rewards and returns are divided by it (ALGORITHM.md section 3).
+        device: Where the networks live.
+        obs_mean: Per-feature observation mean for the encoder's normalization.
+        obs_std: Per-feature observation standard deviation.
+        distributed: Wrap the online network in DistributedDataParallel (process group
+            must already be initialized).
+    """
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        q_max: float,
+        device: torch.device | str = "cpu",
+        obs_mean: torch.Tensor | None = None,
+        obs_std: torch.Tensor | None = None,
+        distributed: bool = False,
+    ) -> None:
+        if q_max <= 0:
+            raise ValueError(f"q_max must be positive, got {q_max}")
+        self.cfg = cfg
+        self.model_cfg = model_cfg
+        self.q_max = float(q_max)
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        self.model = QTransformer(model_cfg)
+        if obs_mean is not None and obs_std is not None:
+            self.model.encoder.set_normalization(obs_mean, obs_std)
+        self.model.to(self.device)
+        # The target is evaluated in eval mode (no dropout) and never trained directly.
+        self.target = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.net: nn.Module = self.model
+        if distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
+        self.step = 0
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on ``batch``; returns metrics named ``train/...``."""
+        cfg = self.cfg
+        self.model.train()
+        b = batch.to(self.device)
+        with torch.no_grad():
+            target_q = self.target(b.obs, b.bins)  # (B, H, dA, N)
+            next_q = self.target.first_dim_q(b.next_obs)  # (B, H, N)
+            targets = per_dimension_targets(
+                target_q,
+                next_q,
+                b.reward_sum / self.q_max,
+                b.bootstrap_discount,
+                b.mc_return / self.q_max if cfg.mc_lower_bound else None,
+            )
+        q = self.net(b.obs, b.bins)  # (B, H, dA, N)
+        out = q_transformer_loss(
+            q, b.bins, targets, b.td_valid, cfg.conservative_weight, cfg.conservative
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        if cfg.grad_clip > 0:
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None])
+            )
+        self.optimizer.step()
+        self._update_target()
+        self.step += 1
+        return {
+            "train/loss": out.total.item(),
+            "train/td_loss": out.td.item(),
+            "train/conservative_loss": out.conservative.item(),
+            "train/q_data": out.q_data.mean().item() * self.q_max,
+            "train/target": out.targets.mean().item() * self.q_max,
+            "train/grad_norm": float(grad_norm),
+        }
+
+    @torch.no_grad()
+    def _update_target(self) -> None:
+        tau = self.cfg.target_update_rate
+        for p_t, p in zip(self.target.parameters(), self.model.parameters(), strict=True):
+            p_t.lerp_(p, tau)
+        for b_t, b in zip(self.target.buffers(), self.model.buffers(), strict=True):
+            b_t.copy_(b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])

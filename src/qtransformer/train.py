@@ -1,0 +1,196 @@
+"""The training loop: sampling, updates, logging, checkpoints, resume, data parallelism.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) every process draws the same global batch indices
+from the same seeded generator and trains on its own equal slice; DistributedDataParallel
+averages the gradients, so the result matches one process on the whole global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from qtransformer.agent import Agent, write_dir_atomically
+from qtransformer.config import TrainConfig
+from qtransformer.data.dataset import OfflineDataset, TransitionSampler
+from qtransformer.discretize import ActionDiscretizer
+from qtransformer.learner import Learner
+from qtransformer.model import ModelConfig
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[int, dict[str, float], Learner], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and dist.is_available() and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def _init_distributed(device_name: str) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        use_cuda = device_name != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def model_config_for(data: OfflineDataset, cfg: TrainConfig) -> ModelConfig:
+    return ModelConfig(
+        obs_dim=data.obs_dim,
+        action_dim=data.action_dim,
+        n_bins=cfg.n_bins,
+        window=cfg.window,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        dropout=cfg.dropout,
+        q_heads=cfg.q_heads,
+    )
+
+
+def save_checkpoint(
+    path: str | Path, learner: Learner, agent: Agent, generator: torch.Generator
+) -> None:
+    """Atomically write everything needed to act (model + config) and to resume exactly."""
+
+    def write(tmp: Path) -> None:
+        agent.write_files(tmp)
+        save_file(learner.target.state_dict(), str(tmp / "target.safetensors"))
+        torch.save(
+            {
+                "optimizer": learner.optimizer.state_dict(),
+                "step": learner.step,
+                "torch_rng": torch.get_rng_state(),
+                "sampler_rng": generator.get_state(),
+            },
+            tmp / "trainer_state.pt",
+        )
+
+    write_dir_atomically(path, write)
+
+
+def load_checkpoint(path: str | Path, learner: Learner, generator: torch.Generator) -> None:
+    path = Path(path)
+    state = torch.load(path / "trainer_state.pt", weights_only=True)
+    learner.model.load_state_dict(load_file(str(path / "model.safetensors")))
+    learner.target.load_state_dict(load_file(str(path / "target.safetensors")))
+    learner.optimizer.load_state_dict(state["optimizer"])
+    learner.step = int(state["step"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["sampler_rng"])
+
+
+def train(
+    data: OfflineDataset,
+    config: TrainConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callback: Callback | None = None,
+    progress: bool = False,
+    tensorboard: bool = False,
+) -> Agent:
+    """Train a Q-Transformer on an offline dataset.
+
+    Args:
+        data: The episodes.
+        config: Hyperparameters; defaults to ``TrainConfig()``.
+        out_dir: Directory for checkpoints (``checkpoint/``), the final agent (``agent/``)
+            and TensorBoard logs; nothing is written when None.
+        resume: Continue from ``out_dir/checkpoint`` if it exists, exactly where it stopped.
+        callback: Called as ``callback(step, metrics, learner)`` after every update.
+        progress: Show a progress bar.
+        tensorboard: Write metrics to ``out_dir/tb`` for TensorBoard.
+
+    Returns:
+        The trained agent (online network, eval mode).
+    """
+    cfg = config or TrainConfig()
+    rank, world = _init_distributed(cfg.device)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by {world} processes")
+    device = resolve_device(cfg.device)
+    q_max = cfg.q_max if cfg.q_max is not None else data.default_q_max(cfg.gamma)
+    cfg = replace(cfg, q_max=q_max)
+    discretizer = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
+    sampler = TransitionSampler(data, discretizer, cfg.gamma, cfg.n_step, cfg.window)
+    obs = torch.from_numpy(data.observations)
+    learner = Learner(
+        model_config_for(data, cfg), cfg, q_max, device,
+        obs_mean=obs.mean(0), obs_std=obs.std(0), distributed=world > 1,
+    )
+    agent = Agent(learner.model, discretizer, q_max, asdict(cfg))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = out / "checkpoint" if out is not None else None
+    if resume and ckpt is not None and (ckpt / "trainer_state.pt").exists():
+        load_checkpoint(ckpt, learner, generator)
+        log.info("resumed from %s at step %d", ckpt, learner.step)
+    writer = None
+    if tensorboard and out is not None and rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+    if out is not None and rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    local = cfg.batch_size // world
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=learner.step, desc="train", unit="step")
+    while learner.step < cfg.steps:
+        idx = sampler.sample_indices(cfg.batch_size, generator)
+        metrics = learner.update(sampler.batch(idx[rank * local : (rank + 1) * local]))
+        step = learner.step
+        if callback is not None:
+            callback(step, metrics, learner)
+        if writer is not None:
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, step)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            if bar is not None:
+                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", q=f"{metrics['train/q_data']:.3f}")
+        if bar is not None:
+            bar.update(1)
+        periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+        if ckpt is not None and rank == 0 and (periodic or step == cfg.steps):
+            save_checkpoint(ckpt, learner, agent, generator)
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if out is not None and rank == 0:
+        agent.save(out / "agent")
+    agent.model.eval()
+    return agent
+
+
+def dataset_summary(data: OfflineDataset) -> dict[str, float]:
+    """Episodes, steps and successes (episodes whose rewards sum above 0) of a dataset."""
+    ep = data.episodes
+    sums = np.add.reduceat(data.rewards, ep.starts)
+    return {
+        "episodes": data.num_episodes,
+        "steps": len(data),
+        "successes": int((sums > 0).sum()),
+        "mean_length": float(ep.lengths.mean()),
+    }
