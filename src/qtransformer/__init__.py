@@ -6,7 +6,7 @@ from qtransformer.data.dataset import Batch, OfflineDataset
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.learner import Learner
 from qtransformer.model import ModelConfig, QTransformer
-from qtransformer.train import train
+from qtransformer.trainer import train
 
 __all__ = [
     "ActionDiscretizer",

@@ -103,7 +103,9 @@ class Agent:
         """``(B, dA, N)``: row i is Q of every bin of dim i given ``bins[:, :i]``."""
         b = torch.as_tensor(np.asarray(bins), dtype=torch.long, device=self.device)
         if b.dim() != 2 or b.shape[1] != self.config.action_dim:
-            raise ValueError(f"bins must have shape (B, {self.config.action_dim}), got {tuple(b.shape)}")
+            raise ValueError(
+                f"bins must have shape (B, {self.config.action_dim}), got {tuple(b.shape)}"
+            )
         if b.numel() and (b.min() < 0 or b.max() >= self.config.n_bins):
             raise ValueError(f"bins must lie in [0, {self.config.n_bins - 1}]")
         q = self.model(self._windows(observations), b).amin(dim=1)  # (B, dA, N)

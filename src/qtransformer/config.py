@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from qtransformer.model import ModelConfig
+
 
 @dataclass
 class TrainConfig:
@@ -57,3 +59,17 @@ class TrainConfig:
     """Steps between logged metrics."""
     checkpoint_every: int = 0
     """Steps between checkpoints when an output directory is given; 0: only at the end."""
+
+    def model_config(self, obs_dim: int, action_dim: int) -> ModelConfig:
+        """The network shape these hyperparameters describe, for given data dimensions."""
+        return ModelConfig(
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+            n_bins=self.n_bins,
+            window=self.window,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            dropout=self.dropout,
+            q_heads=self.q_heads,
+        )

@@ -12,15 +12,16 @@ from torch.nn.parallel import DistributedDataParallel
 from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import Batch
 from qtransformer.loss import per_dimension_targets, q_transformer_loss
-from qtransformer.model import ModelConfig, QTransformer
+from qtransformer.model import QTransformer
 
 
 class Learner:
     """Q-Transformer learner: AdamW on the online network, Polyak-averaged target.
 
     Args:
-        model_cfg: Shape of the Q network.
-        cfg: Training hyperparameters.
+        cfg: Training hyperparameters (they include the network's shape).
+        obs_dim: Length of an observation vector.
+        action_dim: Number of action dimensions.
         q_max: Value bound; rewards and returns are divided by it (ALGORITHM.md section 3).
         device: Where the networks live.
         obs_mean: Per-feature observation mean for the encoder's normalization.
@@ -31,8 +32,9 @@ class Learner:
 
     def __init__(
         self,
-        model_cfg: ModelConfig,
         cfg: TrainConfig,
+        obs_dim: int,
+        action_dim: int,
         q_max: float,
         device: torch.device | str = "cpu",
         obs_mean: torch.Tensor | None = None,
@@ -42,11 +44,12 @@ class Learner:
         if q_max <= 0:
             raise ValueError(f"q_max must be positive, got {q_max}")
         self.cfg = cfg
-        self.model_cfg = model_cfg
         self.q_max = float(q_max)
         self.device = torch.device(device)
-        torch.manual_seed(cfg.seed)
-        self.model = QTransformer(model_cfg)
+        # Initialization depends on the seed alone, without touching the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.model = QTransformer(cfg.model_config(obs_dim, action_dim))
         if obs_mean is not None and obs_std is not None:
             self.model.encoder.set_normalization(obs_mean, obs_std)
         self.model.to(self.device)
@@ -59,14 +62,21 @@ class Learner:
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
             lr=cfg.lr,
         )
         self.step = 0
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient step on ``batch``; returns metrics named ``train/...``."""
+    def update(self, batch: Batch, metrics: bool = True) -> dict[str, float]:
+        """One gradient step on ``batch``.
+
+        Returns:
+            Metrics named ``train/...``; empty when ``metrics`` is False, which saves a
+            device synchronization per step on GPUs.
+        """
         cfg = self.cfg
         self.model.train()
         b = batch.to(self.device)
@@ -86,23 +96,26 @@ class Learner:
         )
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
-        if cfg.grad_clip > 0:
-            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        else:
-            grad_norm = torch.linalg.vector_norm(
-                torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None])
-            )
+        grad_norm = nn.utils.clip_grad_norm_(
+            self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
         self.optimizer.step()
         self._update_target()
         self.step += 1
-        return {
-            "train/loss": out.total.item(),
-            "train/td_loss": out.td.item(),
-            "train/conservative_loss": out.conservative.item(),
-            "train/q_data": out.q_data.mean().item() * self.q_max,
-            "train/target": out.targets.mean().item() * self.q_max,
-            "train/grad_norm": float(grad_norm),
-        }
+        if not metrics:
+            return {}
+        values = torch.stack(
+            [
+                out.total,
+                out.td,
+                out.conservative,
+                out.q_data.mean() * self.q_max,
+                out.targets.mean() * self.q_max,
+                grad_norm,
+            ]
+        ).tolist()  # one synchronization for all metrics
+        names = ("loss", "td_loss", "conservative_loss", "q_data", "target", "grad_norm")
+        return {f"train/{n}": v for n, v in zip(names, values, strict=True)}
 
     @torch.no_grad()
     def _update_target(self) -> None:

@@ -163,9 +163,7 @@ class QTransformer(nn.Module):
         x = torch.cat([self.encoder(obs), self.start.expand(B, 1, -1)], dim=1)
         return x + self.pos[: x.shape[1]]
 
-    def _run(
-        self, x: torch.Tensor, cache: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache]:
+    def _run(self, x: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
         x = self.drop(x)
         new_cache: KVCache = []
         for i, block in enumerate(self.blocks):
@@ -203,7 +201,9 @@ class QTransformer(nn.Module):
         return self._q(h[:, -1:])[:, :, 0]
 
     @torch.no_grad()
-    def greedy(self, obs: torch.Tensor, use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def greedy(
+        self, obs: torch.Tensor, use_cache: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding, one dimension at a time (ALGORITHM.md section 7).
 
         Q heads are combined by their minimum, as in the clipped double-Q backup.

@@ -80,7 +80,9 @@ def discounted_return_to_go(rewards: np.ndarray, episodes: Episodes, gamma: floa
     """
     r = np.asarray(rewards, dtype=np.float64).reshape(-1)
     if r.shape[0] != episodes.num_steps:
-        raise ValueError(f"rewards has {r.shape[0]} steps but the episodes cover {episodes.num_steps}")
+        raise ValueError(
+            f"rewards has {r.shape[0]} steps but the episodes cover {episodes.num_steps}"
+        )
     out = np.zeros_like(r)
     # Sweep backwards by offset from each episode's end, all episodes at once.
     running = np.zeros(len(episodes.ends))
@@ -110,9 +112,7 @@ class NStepTargets:
     td_valid: np.ndarray
 
 
-def nstep_targets(
-    rewards: np.ndarray, episodes: Episodes, gamma: float, n: int
-) -> NStepTargets:
+def nstep_targets(rewards: np.ndarray, episodes: Episodes, gamma: float, n: int) -> NStepTargets:
     """n-step return pieces for every step, truncated at episode ends (ALGORITHM.md section 5)."""
     if n < 1:
         raise ValueError(f"n_step must be at least 1, got {n}")

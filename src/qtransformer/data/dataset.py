@@ -120,8 +120,11 @@ class OfflineDataset:
         term = np.asarray(terminals).reshape(-1).astype(bool)
         tout = np.asarray(timeouts).reshape(-1).astype(bool)
         lengths = {
-            "observations": len(obs), "actions": len(act), "rewards": len(rew),
-            "terminals": len(term), "timeouts": len(tout),
+            "observations": len(obs),
+            "actions": len(act),
+            "rewards": len(rew),
+            "terminals": len(term),
+            "timeouts": len(tout),
         }
         if len(set(lengths.values())) != 1:
             raise ValueError(f"array lengths disagree: {lengths}")
@@ -130,8 +133,10 @@ class OfflineDataset:
         lo, hi = act.min(axis=0).astype(np.float64), act.max(axis=0).astype(np.float64)
         flat = hi <= lo
         if (action_low is None or action_high is None) and flat.any():
-            log.warning("action dims %s are constant in the data; widening their bounds by 0.5",
-                        np.flatnonzero(flat).tolist())
+            log.warning(
+                "action dims %s are constant in the data; widening their bounds by 0.5",
+                np.flatnonzero(flat).tolist(),
+            )
             lo, hi = np.where(flat, lo - 0.5, lo), np.where(flat, hi + 0.5, hi)
         low = lo if action_low is None else np.asarray(action_low, dtype=np.float64).reshape(-1)
         high = hi if action_high is None else np.asarray(action_high, dtype=np.float64).reshape(-1)
@@ -159,9 +164,14 @@ class OfflineDataset:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(
-            tmp, observations=self.observations, actions=self.actions, rewards=self.rewards,
-            terminals=self.terminals, timeouts=self.timeouts,
-            action_low=self.action_low, action_high=self.action_high,
+            tmp,
+            observations=self.observations,
+            actions=self.actions,
+            rewards=self.rewards,
+            terminals=self.terminals,
+            timeouts=self.timeouts,
+            action_low=self.action_low,
+            action_high=self.action_high,
         )
         tmp.replace(path)
 

@@ -14,6 +14,8 @@ class StateEncoder(nn.Module):
     """
 
     tokens_per_frame = 1
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
 
     def __init__(self, obs_dim: int, d_model: int, hidden: int | None = None) -> None:
         super().__init__()
@@ -21,9 +23,7 @@ class StateEncoder(nn.Module):
         self.obs_dim = obs_dim
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
-        self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.GELU(), nn.Linear(hidden, d_model)
-        )
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.GELU(), nn.Linear(hidden, d_model))
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.obs_mean.copy_(mean)

@@ -166,7 +166,7 @@ def collect(
     keys = ("observations", "actions", "rewards", "terminals", "timeouts")
     buf: dict[str, list] = {k: [] for k in keys}
     for _ in range(episodes):
-        start = spec.start if starts is None else starts[rng.integers(len(starts))]
+        start = spec.start if starts is None else starts[int(rng.integers(len(starts)))]
         obs, info = env.reset(options={"start": start})
         cell = info["cell"]
         while True:
@@ -204,6 +204,7 @@ def stitching_dataset(episodes: int = 30, seed: int = 0) -> dict[str, np.ndarray
     time out without reward. Stitching the failures' prefix to the demonstrations' suffix
     reaches the goal in 6 steps; copying the successes takes 8.
     """
+
     def demo(cell: Cell, rng: np.random.Generator) -> Sequence[int]:
         return (1, 0) if cell[0] < 4 else (0, 1)
 

@@ -24,7 +24,6 @@ from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import OfflineDataset, TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.learner import Learner
-from qtransformer.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +46,6 @@ def _init_distributed(device_name: str) -> tuple[int, int]:
         use_cuda = device_name != "cpu" and torch.cuda.is_available()
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
-
-
-def model_config_for(data: OfflineDataset, cfg: TrainConfig) -> ModelConfig:
-    return ModelConfig(
-        obs_dim=data.obs_dim,
-        action_dim=data.action_dim,
-        n_bins=cfg.n_bins,
-        window=cfg.window,
-        d_model=cfg.d_model,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        dropout=cfg.dropout,
-        q_heads=cfg.q_heads,
-    )
 
 
 def save_checkpoint(
@@ -113,9 +98,10 @@ def train(
         out_dir: Directory for checkpoints (``checkpoint/``), the final agent (``agent/``)
             and TensorBoard logs; nothing is written when None.
         resume: Continue from ``out_dir/checkpoint`` if it exists, exactly where it stopped.
-        callback: Called as ``callback(step, metrics, learner)`` after every update.
+        callback: Called as ``callback(step, metrics, learner)`` after every update
+            (metrics are then computed every step).
         progress: Show a progress bar.
-        tensorboard: Write metrics to ``out_dir/tb`` for TensorBoard.
+        tensorboard: Write metrics to ``out_dir/tb`` every ``log_every`` steps.
 
     Returns:
         The trained agent (online network, eval mode).
@@ -130,9 +116,17 @@ def train(
     discretizer = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
     sampler = TransitionSampler(data, discretizer, cfg.gamma, cfg.n_step, cfg.window)
     obs = torch.from_numpy(data.observations)
+    # Seeds the global RNG too (dropout); checkpoints restore its state on resume.
+    torch.manual_seed(cfg.seed)
     learner = Learner(
-        model_config_for(data, cfg), cfg, q_max, device,
-        obs_mean=obs.mean(0), obs_std=obs.std(0), distributed=world > 1,
+        cfg,
+        data.obs_dim,
+        data.action_dim,
+        q_max,
+        device,
+        obs_mean=obs.mean(0),
+        obs_std=obs.std(0),
+        distributed=world > 1,
     )
     agent = Agent(learner.model, discretizer, q_max, asdict(cfg))
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -151,6 +145,8 @@ def train(
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     local = cfg.batch_size // world
+    if rank == 0:
+        log.info("training on %d process(es) on %s, %d samples each per step", world, device, local)
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
@@ -158,17 +154,23 @@ def train(
         bar = tqdm(total=cfg.steps, initial=learner.step, desc="train", unit="step")
     while learner.step < cfg.steps:
         idx = sampler.sample_indices(cfg.batch_size, generator)
-        metrics = learner.update(sampler.batch(idx[rank * local : (rank + 1) * local]))
-        step = learner.step
+        step = learner.step + 1
+        log_now = step % cfg.log_every == 0 or step == cfg.steps
+        metrics = learner.update(
+            sampler.batch(idx[rank * local : (rank + 1) * local]),
+            metrics=log_now or callback is not None,
+        )
         if callback is not None:
             callback(step, metrics, learner)
-        if writer is not None:
-            for k, v in metrics.items():
-                writer.add_scalar(k, v, step)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if log_now:
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(k, v, step)
             log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             if bar is not None:
-                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", q=f"{metrics['train/q_data']:.3f}")
+                bar.set_postfix(
+                    loss=f"{metrics['train/loss']:.4f}", q=f"{metrics['train/q_data']:.3f}"
+                )
         if bar is not None:
             bar.update(1)
         periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0

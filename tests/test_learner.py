@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import qtransformer as qt
+from qtransformer.agent import write_dir_atomically
+from qtransformer.data.dataset import TransitionSampler
+from qtransformer.discretize import ActionDiscretizer
+from qtransformer.learner import Learner
+
+CFG = qt.TrainConfig(
+    steps=12,
+    batch_size=16,
+    n_bins=9,
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    lr=1e-3,
+    target_update_rate=0.1,
+    log_every=1000,
+)
+
+
+def setup(arrays, **overrides):
+    data = qt.OfflineDataset.from_arrays(**arrays, action_low=-np.ones(3), action_high=np.ones(3))
+    cfg = qt.TrainConfig(**{**CFG.__dict__, **overrides})
+    disc = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
+    sampler = TransitionSampler(data, disc, cfg.gamma, cfg.n_step, cfg.window)
+    return data, cfg, sampler, Learner(cfg, obs_dim=6, action_dim=3, q_max=1.0)
+
+
+@pytest.mark.parametrize("q_heads", [1, 2])
+def test_one_update_changes_every_trainable_parameter(tiny_arrays, q_heads) -> None:
+    _, _, sampler, learner = setup(tiny_arrays, q_heads=q_heads, window=2)
+    before = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
+    target_before = {n: p.detach().clone() for n, p in learner.target.named_parameters()}
+    metrics = learner.update(sampler.batch(torch.arange(len(sampler))))
+    assert all(np.isfinite(v) for v in metrics.values())
+    for n, p in learner.model.named_parameters():
+        assert not torch.equal(p, before[n]), f"{n} did not change"
+    # The target moved towards the online network by tau, and only by that.
+    for n, p in learner.target.named_parameters():
+        expected = target_before[n] + 0.1 * (
+            dict(learner.model.named_parameters())[n] - target_before[n]
+        )
+        torch.testing.assert_close(p, expected)
+
+
+def test_target_network_is_in_eval_mode(tiny_arrays) -> None:
+    _, _, sampler, learner = setup(tiny_arrays, dropout=0.5)
+    learner.update(sampler.batch(torch.arange(16)))
+    assert not learner.target.training
+    assert not any(p.requires_grad for p in learner.target.parameters())
+    obs = sampler.batch(torch.arange(4)).obs
+    torch.testing.assert_close(learner.target.first_dim_q(obs), learner.target.first_dim_q(obs))
+
+
+def test_two_runs_with_one_seed_are_identical(tiny_arrays) -> None:
+    data = qt.OfflineDataset.from_arrays(**tiny_arrays)
+    a = qt.train(data, CFG)
+    b = qt.train(data, CFG)
+    for (n, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), n
+    obs = tiny_arrays["observations"][:8]
+    np.testing.assert_array_equal(a.act(obs), b.act(obs))
+    c = qt.train(data, qt.TrainConfig(**{**CFG.__dict__, "seed": 1}))
+    assert not np.array_equal(
+        a.q_values(obs, np.zeros((8, 3), int)), c.q_values(obs, np.zeros((8, 3), int))
+    )
+
+
+def test_resume_from_checkpoint_is_exact(tiny_arrays, tmp_path) -> None:
+    data = qt.OfflineDataset.from_arrays(**tiny_arrays)
+    cfg = qt.TrainConfig(**{**CFG.__dict__, "dropout": 0.1, "checkpoint_every": 5})
+    straight = qt.train(data, cfg)
+    qt.train(data, qt.TrainConfig(**{**cfg.__dict__, "steps": 5}), out_dir=tmp_path)
+    resumed = qt.train(data, cfg, out_dir=tmp_path, resume=True)
+    for (n, p), q in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), n
+    loaded = qt.load_agent(tmp_path / "checkpoint")
+    obs = tiny_arrays["observations"][:8]
+    np.testing.assert_array_equal(loaded.act(obs), straight.act(obs))
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path) -> None:
+    target = tmp_path / "ckpt"
+    write_dir_atomically(target, lambda d: (d / "a.txt").write_text("old"))
+
+    def crash(d):
+        (d / "a.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dir_atomically(target, crash)
+    assert (target / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_batch_size_must_split_across_processes(tiny_arrays, monkeypatch) -> None:
+    # Only the divisibility check is exercised; no process group is created.
+    monkeypatch.setattr("qtransformer.trainer._init_distributed", lambda device: (0, 3))
+    with pytest.raises(ValueError, match="divisible by 3"):
+        qt.train(qt.OfflineDataset.from_arrays(**tiny_arrays), CFG)

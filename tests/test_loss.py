@@ -1,0 +1,155 @@
+"""Paper eq. 1 and 2 against a plain-loop numpy reference and hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qtransformer.loss import per_dimension_targets, q_transformer_loss
+
+
+def reference_targets(target_q, next_first, reward_sum, disc, mc):
+    B, H, dA, N = target_q.shape
+    out = np.zeros((B, dA))
+    for b in range(B):
+        for i in range(dA):
+            if i < dA - 1:
+                t = max(min(target_q[b, h, i + 1, n] for h in range(H)) for n in range(N))
+            else:
+                v = max(min(next_first[b, h, n] for h in range(H)) for n in range(N))
+                t = reward_sum[b] + disc[b] * v
+            out[b, i] = t if mc is None else max(t, mc[b])
+    return out
+
+
+def reference_loss(q, bins, targets, valid, alpha):
+    B, H, dA, N = q.shape
+    td, cons = 0.0, 0.0
+    for b in range(B):
+        for h in range(H):
+            for i in range(dA):
+                td += valid[b] * 0.5 * (q[b, h, i, bins[b, i]] - targets[b, i]) ** 2
+                cons += sum(0.5 * q[b, h, i, n] ** 2 for n in range(N) if n != bins[b, i]) / (N - 1)
+    td, cons = td / (B * H * dA), cons / (B * H * dA)
+    return td, cons, td + alpha * cons
+
+
+def random_inputs(B=5, H=2, dA=3, N=7, seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(
+        target_q=rng.uniform(0, 1, (B, H, dA, N)),
+        next_first=rng.uniform(0, 1, (B, H, N)),
+        reward_sum=rng.uniform(0, 1, B) * (rng.uniform(size=B) < 0.5),
+        disc=rng.choice([0.0, 0.9, 0.81], B),
+        mc=rng.uniform(0, 1, B),
+        q=rng.uniform(0, 1, (B, H, dA, N)),
+        bins=rng.integers(0, N, (B, dA)),
+        valid=rng.uniform(size=B) < 0.8,
+    )
+
+
+def t(x, dtype=torch.float64):
+    return torch.as_tensor(x, dtype=dtype)
+
+
+@pytest.mark.parametrize("use_mc", [False, True])
+@pytest.mark.parametrize("H", [1, 2])
+def test_targets_match_reference(use_mc: bool, H: int) -> None:
+    x = random_inputs(H=H, seed=H)
+    mc = x["mc"] if use_mc else None
+    got = per_dimension_targets(
+        t(x["target_q"]),
+        t(x["next_first"]),
+        t(x["reward_sum"]),
+        t(x["disc"]),
+        None if mc is None else t(mc),
+    )
+    ref = reference_targets(x["target_q"], x["next_first"], x["reward_sum"], x["disc"], mc)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12)
+
+
+def test_intermediate_dims_take_max_of_next_dim_and_ignore_reward() -> None:
+    tq = torch.zeros(1, 1, 3, 4, dtype=torch.float64)
+    tq[0, 0, 1] = torch.tensor([0.1, 0.7, 0.2, 0.0])
+    tq[0, 0, 2] = torch.tensor([0.3, 0.1, 0.4, 0.2])
+    nxt = torch.tensor([[[0.5, 0.25, 0.0, 0.1]]], dtype=torch.float64)
+    got = per_dimension_targets(tq, nxt, t([1.0]), t([0.5]))
+    # Dims 1 and 2 take the next dimension's max, with no reward and no discount.
+    # The last dimension gets the reward plus gamma times the best first bin at s'.
+    np.testing.assert_allclose(got.numpy(), [[0.7, 0.4, 1.0 + 0.5 * 0.5]])
+
+
+def test_terminal_does_not_bootstrap_but_truncation_does() -> None:
+    tq = torch.zeros(2, 1, 2, 3, dtype=torch.float64)
+    nxt = torch.full((2, 1, 3), 0.8, dtype=torch.float64)
+    got = per_dimension_targets(tq, nxt, t([0.0, 0.0]), t([0.0, 0.9]))
+    assert got[0, -1].item() == 0.0  # true terminal: reward only
+    assert got[1, -1].item() == pytest.approx(0.72)  # truncated: gamma * max Q(s')
+
+
+def test_mc_lower_bound_is_per_transition() -> None:
+    tq = torch.full((2, 1, 2, 3), 0.1, dtype=torch.float64)
+    nxt = torch.full((2, 1, 3), 0.1, dtype=torch.float64)
+    got = per_dimension_targets(tq, nxt, t([0.0, 0.0]), t([0.5, 0.5]), mc_return=t([0.6, 0.0]))
+    np.testing.assert_allclose(got.numpy(), [[0.6, 0.6], [0.1, 0.05]])
+
+
+def test_clipped_double_q_takes_min_over_heads_before_max_over_bins() -> None:
+    tq = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
+    tq[0, 0, 1] = torch.tensor([0.9, 0.2])
+    tq[0, 1, 1] = torch.tensor([0.1, 0.3])
+    got = per_dimension_targets(tq, torch.zeros(1, 2, 2, dtype=torch.float64), t([0.0]), t([0.0]))
+    assert got[0, 0].item() == pytest.approx(0.2)  # max(min(.9,.1), min(.2,.3))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 2.0])
+def test_loss_matches_reference(alpha: float) -> None:
+    x = random_inputs(seed=3)
+    targets = reference_targets(x["target_q"], x["next_first"], x["reward_sum"], x["disc"], x["mc"])
+    out = q_transformer_loss(
+        t(x["q"]), torch.as_tensor(x["bins"]), t(targets), torch.as_tensor(x["valid"]), alpha
+    )
+    td, cons, total = reference_loss(x["q"], x["bins"], targets, x["valid"], alpha)
+    assert out.td.item() == pytest.approx(td, rel=1e-12)
+    assert out.conservative.item() == pytest.approx(cons, rel=1e-12)
+    assert out.total.item() == pytest.approx(total, rel=1e-12)
+
+
+def test_conservative_term_hand_computed_and_drives_q_to_zero() -> None:
+    q = t([[[[0.2, 0.4, 0.6]]]]).requires_grad_(True)
+    out = q_transformer_loss(q, torch.tensor([[1]]), t([[0.4]]), torch.tensor([True]), 1.0)
+    assert out.conservative.item() == pytest.approx(0.5 * (0.04 + 0.36) / 2)
+    assert out.td.item() == 0.0
+    out.total.backward()
+    # Gradient descent lowers the non-data bins towards Q = 0 (not 0.5) and leaves the data bin.
+    assert q.grad[0, 0, 0, 0] > 0 and q.grad[0, 0, 0, 2] > 0 and q.grad[0, 0, 0, 1] == 0
+
+
+def test_invalid_transitions_leave_td_but_keep_conservative() -> None:
+    q = t(np.full((1, 1, 1, 3), 0.5))
+    out = q_transformer_loss(q, torch.tensor([[0]]), t([[1.0]]), torch.tensor([False]), 1.0)
+    assert out.td.item() == 0.0 and out.conservative.item() > 0
+
+
+def test_softmax_conservative_is_logsumexp_minus_data() -> None:
+    q = t([[[[0.2, 0.4, 0.6]]]])
+    out = q_transformer_loss(
+        q, torch.tensor([[1]]), t([[0.4]]), torch.tensor([True]), 1.0, "softmax"
+    )
+    ref = np.log(np.exp([0.2, 0.4, 0.6]).sum()) - 0.4
+    assert out.conservative.item() == pytest.approx(ref)
+
+
+def test_shape_errors_name_the_argument() -> None:
+    q = torch.zeros(2, 1, 3, 4)
+    with pytest.raises(ValueError, match="data_bins"):
+        q_transformer_loss(
+            q,
+            torch.zeros(2, 2, dtype=torch.long),
+            torch.zeros(2, 3),
+            torch.ones(2, dtype=torch.bool),
+            1.0,
+        )
+    with pytest.raises(ValueError, match="next_first_q"):
+        per_dimension_targets(q, torch.zeros(2, 4), torch.zeros(2), torch.zeros(2))

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qtransformer.model import ModelConfig, QTransformer
+
+
+def random_model(seed: int = 0, **kw) -> QTransformer:
+    cfg = ModelConfig(
+        **{
+            "obs_dim": 5,
+            "action_dim": 4,
+            "n_bins": 11,
+            "window": 2,
+            "d_model": 32,
+            "n_layers": 2,
+            "n_heads": 4,
+            **kw,
+        }
+    )
+    torch.manual_seed(seed)
+    model = QTransformer(cfg).eval()
+    # Random heads make the Q surface bumpy, so argmax errors would show.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def inputs(model: QTransformer, B: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    c = model.cfg
+    obs = torch.randn(B, c.window, c.obs_dim, generator=g)
+    bins = torch.randint(c.n_bins, (B, c.action_dim), generator=g)
+    return obs, bins
+
+
+def test_shapes_and_range() -> None:
+    model = random_model(q_heads=2)
+    obs, bins = inputs(model)
+    q = model(obs, bins)
+    assert q.shape == (8, 2, 4, 11)
+    assert q.min() >= 0 and q.max() <= 1
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, 3])
+def test_output_of_dim_i_ignores_bins_of_dims_i_and_later(dim: int) -> None:
+    model = random_model()
+    obs, bins = inputs(model)
+    q = model(obs, bins)
+    changed = bins.clone()
+    changed[:, dim:] = (changed[:, dim:] + 5) % model.cfg.n_bins
+    q2 = model(obs, changed)
+    torch.testing.assert_close(q[:, :, : dim + 1], q2[:, :, : dim + 1])
+    if dim < model.cfg.action_dim - 1:
+        # ...while later dimensions do read them: the test can fail.
+        assert not torch.allclose(q[:, :, dim + 1 :], q2[:, :, dim + 1 :])
+
+
+def test_later_observation_frames_change_every_dim() -> None:
+    model = random_model()
+    obs, bins = inputs(model)
+    obs2 = obs.clone()
+    obs2[:, -1] += 1.0
+    assert not torch.allclose(model(obs, bins)[:, :, 0], model(obs2, bins)[:, :, 0])
+
+
+def test_first_dim_q_equals_row_zero_of_forward() -> None:
+    model = random_model(q_heads=2)
+    obs, bins = inputs(model)
+    torch.testing.assert_close(model.first_dim_q(obs), model(obs, bins)[:, :, 0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("q_heads", [1, 2])
+def test_kv_cache_decoding_equals_full_forward_argmax(seed: int, q_heads: int) -> None:
+    model = random_model(seed, q_heads=q_heads).double()
+    obs, _ = inputs(model, B=32, seed=seed + 10)
+    obs = obs.double()
+    bins, qs = model.greedy(obs, use_cache=True)
+    full = model(obs, bins).amin(dim=1)  # (B, dA, N), teacher-forced on the decoded bins
+    assert torch.equal(full.argmax(-1), bins)
+    torch.testing.assert_close(qs, full.gather(-1, bins[..., None])[..., 0].to(qs.dtype))
+    bins_nc, _ = model.greedy(obs, use_cache=False)
+    assert torch.equal(bins_nc, bins)
+
+
+def test_cached_and_uncached_q_agree_in_float32() -> None:
+    model = random_model(3)
+    obs, _ = inputs(model, B=16)
+    _, q_cache = model.greedy(obs, use_cache=True)
+    _, q_full = model.greedy(obs, use_cache=False)
+    torch.testing.assert_close(q_cache, q_full, atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_is_deterministic() -> None:
+    model = random_model(4, dropout=0.3)
+    obs, _ = inputs(model)
+    assert torch.equal(model.greedy(obs)[0], model.greedy(obs)[0])
+
+
+def test_wrong_window_is_a_clear_error() -> None:
+    model = random_model()
+    with pytest.raises(ValueError, match=r"window=2"):
+        model(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
