@@ -25,6 +25,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/gridworld.py
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) runs

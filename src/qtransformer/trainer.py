@@ -44,6 +44,8 @@ def _init_distributed(device_name: str) -> tuple[int, int]:
         return 0, 1
     if not dist.is_initialized():
         use_cuda = device_name != "cpu" and torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
