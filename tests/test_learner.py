@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import qtransformer as qt
-from qtransformer.agent import write_dir_atomically
+from qtransformer.atomic import write_dir_atomically
 from qtransformer.data.dataset import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.learner import Learner

@@ -19,7 +19,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from qtransformer.agent import Agent, write_dir_atomically
+from qtransformer.agent import Agent
+from qtransformer.atomic import write_dir_atomically
 from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import OfflineDataset, TransitionSampler
 from qtransformer.discretize import ActionDiscretizer

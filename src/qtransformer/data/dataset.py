@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from qtransformer.atomic import write_dir_atomically
+from qtransformer.data.episodes import Episode, validate_episodes
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.returns import (
     Episodes,
     discounted_return_to_go,
     find_episodes,
     nstep_targets,
-    window_indices,
 )
 
 log = logging.getLogger(__name__)
+
+STORE_FORMAT = "qtransformer-dataset-v1"
+STORE_META = "dataset.json"
+STORE_ARRAYS = (
+    "observations",
+    "actions",
+    "rewards",
+    "terminals",
+    "timeouts",
+    "task_ids",
+    "images",
+    "final_observations",
+    "final_images",
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +51,7 @@ class Batch:
         next_obs: Observation windows at the bootstrap step ``(B, w, obs_dim)``.
         mc_return: Discounted return-to-go ``(B,)``.
         td_valid: False where a transition has no TD target ``(B,)``.
+        task: Task index of each transition ``(B,)``.
     """
 
     obs: torch.Tensor
@@ -42,6 +61,7 @@ class Batch:
     next_obs: torch.Tensor
     mc_return: torch.Tensor
     td_valid: torch.Tensor
+    task: torch.Tensor
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
@@ -67,7 +87,15 @@ def _as_float_array(name: str, x: object, ndim: int) -> np.ndarray:
 
 
 class OfflineDataset:
-    """Episodes stored back to back as flat arrays (D4RL layout), validated on creation."""
+    """Episodes stored back to back as flat arrays (D4RL layout), validated on creation.
+
+    Besides the D4RL arrays it keeps the task of every step (``task_ids`` indexing ``tasks``
+    and ``instructions``), optional camera ``images`` ``(T, H, W, C)`` uint8, and free-form
+    ``metadata`` (collection recipe, action repeat, ...). Datasets made from episodes also keep
+    each episode's observation after its last action (``final_observations``, ``(E, obs_dim)``,
+    and ``final_images``), so :meth:`to_episodes` gives them back whole. Arrays may be numpy
+    memory maps (:meth:`load`), so a dataset larger than RAM is read from disk batch by batch.
+    """
 
     def __init__(
         self,
@@ -78,6 +106,13 @@ class OfflineDataset:
         timeouts: np.ndarray,
         action_low: np.ndarray,
         action_high: np.ndarray,
+        task_ids: np.ndarray | None = None,
+        tasks: Sequence[str] = ("task",),
+        instructions: Sequence[str] | None = None,
+        images: np.ndarray | None = None,
+        metadata: dict[str, Any] | None = None,
+        final_observations: np.ndarray | None = None,
+        final_images: np.ndarray | None = None,
     ) -> None:
         self.observations = observations
         self.actions = actions
@@ -86,7 +121,15 @@ class OfflineDataset:
         self.timeouts = timeouts
         self.action_low = action_low
         self.action_high = action_high
+        T = len(observations)
+        self.task_ids = np.zeros(T, np.int32) if task_ids is None else task_ids
+        self.tasks = list(tasks)
+        self.instructions = list(instructions) if instructions is not None else list(tasks)
+        self.images = images
+        self.metadata = dict(metadata or {})
         self.episodes: Episodes = find_episodes(terminals, timeouts)
+        self.final_observations = final_observations
+        self.final_images = final_images
 
     @classmethod
     def from_arrays(
@@ -98,6 +141,11 @@ class OfflineDataset:
         timeouts: np.ndarray,
         action_low: np.ndarray | None = None,
         action_high: np.ndarray | None = None,
+        task_ids: np.ndarray | None = None,
+        tasks: Sequence[str] | None = None,
+        instructions: Sequence[str] | None = None,
+        images: np.ndarray | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> OfflineDataset:
         """Build a dataset from D4RL-style flat arrays, episodes back to back.
 
@@ -109,10 +157,15 @@ class OfflineDataset:
             timeouts: ``(T,)`` time-limit truncations (bootstrap).
             action_low: ``(dA,)`` lower bounds; default: the data's per-dimension minimum.
             action_high: ``(dA,)`` upper bounds; default: the data's per-dimension maximum.
+            task_ids: ``(T,)`` index into ``tasks`` of every step; default: all 0.
+            tasks: Task names; default ``["task"]``.
+            instructions: One instruction per task; default: the task names.
+            images: Optional ``(T, H, W, C)`` uint8 camera frames.
+            metadata: Free-form facts about the data, kept with it.
 
         Raises:
             ValueError: naming the field for wrong shapes, NaN or inf, disagreeing lengths,
-                actions outside the given bounds, or an empty dataset.
+                actions outside the given bounds, unknown task ids, or an empty dataset.
         """
         obs = _as_float_array("observations", observations, 2)
         act = _as_float_array("actions", actions, 2)
@@ -126,6 +179,10 @@ class OfflineDataset:
             "terminals": len(term),
             "timeouts": len(tout),
         }
+        if task_ids is not None:
+            lengths["task_ids"] = len(task_ids)
+        if images is not None:
+            lengths["images"] = len(images)
         if len(set(lengths.values())) != 1:
             raise ValueError(f"array lengths disagree: {lengths}")
         if len(obs) == 0:
@@ -147,7 +204,181 @@ class OfflineDataset:
             )
         # Raises with the offending step and dimension if an action is out of bounds.
         ActionDiscretizer(low, high, 2).to_bins(act)
-        return cls(obs, act, rew, term, tout, low, high)
+        names = list(tasks) if tasks is not None else ["task"]
+        ids = np.zeros(len(obs), np.int32) if task_ids is None else np.asarray(task_ids)
+        if ids.min() < 0 or ids.max() >= len(names):
+            step = int(np.argmax((ids < 0) | (ids >= len(names))))
+            raise ValueError(
+                f"task_ids[{step}] = {ids[step]} names no task: there are {len(names)} ({names})"
+            )
+        if instructions is not None and len(instructions) != len(names):
+            raise ValueError(f"{len(instructions)} instructions for {len(names)} tasks")
+        if images is not None and (images.dtype != np.uint8 or images.ndim != 4):
+            raise ValueError(
+                f"images must be uint8 (T, H, W, C), got {images.dtype} {images.shape}"
+            )
+        return cls(
+            obs,
+            act,
+            rew,
+            term,
+            tout,
+            low,
+            high,
+            ids.astype(np.int32),
+            names,
+            instructions,
+            images,
+            metadata,
+        )
+
+    @classmethod
+    def from_episodes(
+        cls,
+        episodes: Sequence[Episode],
+        action_low: np.ndarray | None = None,
+        action_high: np.ndarray | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> OfflineDataset:
+        """Flatten validated episodes (the observation after the last action is dropped)."""
+        low = None if action_low is None else np.asarray(action_low, np.float64)
+        high = None if action_high is None else np.asarray(action_high, np.float64)
+        validate_episodes(episodes, low, high, reward_range=(-np.inf, np.inf))
+        tasks = sorted({ep.task for ep in episodes})
+        instruction = {ep.task: ep.instruction for ep in episodes}
+        index = {t: i for i, t in enumerate(tasks)}
+        ends = np.cumsum([len(ep) for ep in episodes]) - 1
+        terminated = np.array([ep.terminated for ep in episodes])
+        terminals = np.zeros(ends[-1] + 1, bool)
+        terminals[ends] = terminated
+        # Minari-style episodes always end in one of the two; anything else is cut short.
+        timeouts = np.zeros(ends[-1] + 1, bool)
+        timeouts[ends] = ~terminated
+
+        with_images = episodes[0].images is not None
+        data = cls.from_arrays(
+            observations=np.concatenate([ep.observations[:-1] for ep in episodes]),
+            actions=np.concatenate([ep.actions for ep in episodes]),
+            rewards=np.concatenate([ep.rewards for ep in episodes]),
+            terminals=terminals,
+            timeouts=timeouts,
+            action_low=low,
+            action_high=high,
+            task_ids=np.concatenate(
+                [np.full(len(ep), index[ep.task], np.int32) for ep in episodes]
+            ),
+            tasks=tasks,
+            instructions=[instruction[t] for t in tasks],
+            images=np.concatenate([e.images[:-1] for e in episodes if e.images is not None])
+            if with_images
+            else None,
+            metadata=metadata,
+        )
+        data.final_observations = np.stack([ep.observations[-1] for ep in episodes])
+        if with_images:
+            data.final_images = np.stack([e.images[-1] for e in episodes if e.images is not None])
+        return data
+
+    def to_episodes(self) -> list[Episode]:
+        """Split back into :class:`Episode` objects.
+
+        Without stored final observations the last observation is repeated in their place.
+        """
+        ep = self.episodes
+        out = []
+        for e, (a, b) in enumerate(zip(ep.starts, ep.ends + 1, strict=True)):
+            obs = np.asarray(self.observations[a:b])
+            last = obs[-1] if self.final_observations is None else self.final_observations[e]
+            images = None
+            if self.images is not None:
+                img = np.asarray(self.images[a:b])
+                fin = img[-1] if self.final_images is None else self.final_images[e]
+                images = np.concatenate([img, fin[None]])
+            task = int(self.task_ids[a])
+            out.append(
+                Episode(
+                    observations=np.concatenate([obs, np.asarray(last)[None]]),
+                    actions=np.asarray(self.actions[a:b]),
+                    rewards=np.asarray(self.rewards[a:b]),
+                    terminated=bool(ep.terminated[e]),
+                    truncated=not bool(ep.terminated[e]),
+                    task=self.tasks[task],
+                    instruction=self.instructions[task],
+                    images=images,
+                )
+            )
+        return out
+
+    @classmethod
+    def from_minari(cls, source: str | Path) -> OfflineDataset:
+        """Read a local Minari dataset: an id under ``MINARI_DATASETS_PATH`` or a folder."""
+        from qtransformer.data.minari_io import read_minari
+
+        episodes, meta = read_minari(source)
+        return cls.from_episodes(episodes, meta["action_low"], meta["action_high"], meta)
+
+    @classmethod
+    def open(cls, source: str | Path, mmap: bool = True) -> OfflineDataset:
+        """Open a ``.npz`` file, a folder written by :meth:`save`, or a Minari dataset."""
+        path = Path(source)
+        if path.suffix == ".npz":
+            return cls.load_npz(path)
+        if (path / STORE_META).exists():
+            return cls.load(path, mmap=mmap)
+        return cls.from_minari(source)
+
+    def save(self, path: str | Path) -> None:
+        """Write every array as ``.npy`` plus ``dataset.json`` into folder ``path``, atomically.
+
+        :meth:`load` memory-maps the arrays back.
+        """
+
+        def write(tmp: Path) -> None:
+            for name in STORE_ARRAYS:
+                a = getattr(self, name)
+                if a is not None:
+                    np.save(tmp / f"{name}.npy", np.asarray(a))
+            meta = {
+                "format": STORE_FORMAT,
+                "action_low": np.asarray(self.action_low).tolist(),
+                "action_high": np.asarray(self.action_high).tolist(),
+                "tasks": self.tasks,
+                "instructions": self.instructions,
+                "metadata": self.metadata,
+            }
+            (tmp / STORE_META).write_text(json.dumps(meta, indent=2, default=str))
+
+        write_dir_atomically(path, write)
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True) -> OfflineDataset:
+        """Open a folder written by :meth:`save`; with ``mmap`` the arrays stay on disk."""
+        path = Path(path)
+        meta = json.loads((path / STORE_META).read_text())
+        if meta.get("format") != STORE_FORMAT:
+            raise ValueError(f"{path / STORE_META} has format {meta.get('format')!r}")
+        arrays = {
+            name: np.load(path / f"{name}.npy", mmap_mode="r" if mmap else None)
+            for name in STORE_ARRAYS
+            if (path / f"{name}.npy").exists()
+        }
+        data = cls(
+            arrays["observations"],
+            arrays["actions"],
+            arrays["rewards"],
+            arrays["terminals"],
+            arrays["timeouts"],
+            np.asarray(meta["action_low"]),
+            np.asarray(meta["action_high"]),
+            arrays.get("task_ids"),
+            meta["tasks"],
+            meta["instructions"],
+            arrays.get("images"),
+            meta["metadata"],
+            arrays.get("final_observations"),
+            arrays.get("final_images"),
+        )
+        return data
 
     @classmethod
     def load_npz(cls, path: str | Path) -> OfflineDataset:
@@ -156,7 +387,10 @@ class OfflineDataset:
             missing = {"observations", "actions", "rewards", "terminals", "timeouts"} - set(f)
             if missing:
                 raise ValueError(f"{path} lacks arrays {sorted(missing)}")
-            kw = {k: f[k] for k in f.files}
+            kw: dict[str, Any] = {k: f[k] for k in f.files}
+        for key in ("tasks", "instructions"):
+            if key in kw:
+                kw[key] = [str(x) for x in kw[key]]
         return cls.from_arrays(**kw)
 
     def save_npz(self, path: str | Path) -> None:
@@ -172,6 +406,9 @@ class OfflineDataset:
             timeouts=self.timeouts,
             action_low=self.action_low,
             action_high=self.action_high,
+            task_ids=self.task_ids,
+            tasks=np.asarray(self.tasks),
+            instructions=np.asarray(self.instructions),
         )
         tmp.replace(path)
 
@@ -204,7 +441,11 @@ class OfflineDataset:
 
 
 class TransitionSampler:
-    """Precomputed per-step targets and indices; draws random batches as tensors."""
+    """Per-step targets precomputed in memory; observations read by index (memory maps stream).
+
+    Per step it holds about ``41 + 2 * dA`` bytes (targets, bins, episode starts, tasks);
+    observations and images stay wherever the dataset keeps them.
+    """
 
     def __init__(
         self,
@@ -216,29 +457,40 @@ class TransitionSampler:
     ) -> None:
         ep = data.episodes
         nstep = nstep_targets(data.rewards, ep, gamma, n_step)
-        self.obs = torch.from_numpy(data.observations)  # (T, obs_dim)
-        self.bins = torch.from_numpy(discretizer.to_bins(data.actions))  # (T, dA)
-        self.windows = torch.from_numpy(window_indices(ep, window))  # (T, w)
-        self.bootstrap_index = torch.from_numpy(nstep.bootstrap_index)
-        self.reward_sum = torch.from_numpy(nstep.reward_sum.astype(np.float32))
-        self.bootstrap_discount = torch.from_numpy(nstep.bootstrap_discount.astype(np.float32))
-        self.td_valid = torch.from_numpy(nstep.td_valid)
-        mc = discounted_return_to_go(data.rewards, ep, gamma)
-        self.mc_return = torch.from_numpy(mc.astype(np.float32))
+        self.obs = data.observations  # (T, obs_dim), possibly a memory map
+        self.bins = discretizer.to_bins(data.actions).astype(np.int16)  # (T, dA)
+        self.start = ep.starts[ep.episode_of_step]  # (T,)
+        self.offsets = np.arange(-(window - 1), 1)  # (w,)
+        self.bootstrap_index = nstep.bootstrap_index
+        self.reward_sum = nstep.reward_sum.astype(np.float32)
+        self.bootstrap_discount = nstep.bootstrap_discount.astype(np.float32)
+        self.td_valid = nstep.td_valid
+        self.mc_return = discounted_return_to_go(data.rewards, ep, gamma).astype(np.float32)
+        self.task = np.asarray(data.task_ids, np.int64)
 
     def __len__(self) -> int:
         return int(self.bins.shape[0])
 
-    def batch(self, idx: torch.Tensor) -> Batch:
-        w = self.windows[idx]  # (B, w)
+    def windows(self, idx: np.ndarray) -> np.ndarray:
+        """Observation indices of the windows ending at ``idx``: ``(B, w)``, never crossing
+        an episode start (equals :func:`qtransformer.returns.window_indices` rows)."""
+        return np.maximum(idx[:, None] + self.offsets, self.start[idx][:, None])
+
+    def _frames(self, idx: np.ndarray) -> torch.Tensor:
+        w = self.windows(idx)  # (B, w)
+        return torch.from_numpy(np.ascontiguousarray(self.obs[w.ravel()]).reshape(*w.shape, -1))
+
+    def batch(self, idx: torch.Tensor | np.ndarray) -> Batch:
+        i = np.asarray(idx, dtype=np.int64)
         return Batch(
-            obs=self.obs[w],
-            bins=self.bins[idx],
-            reward_sum=self.reward_sum[idx],
-            bootstrap_discount=self.bootstrap_discount[idx],
-            next_obs=self.obs[self.windows[self.bootstrap_index[idx]]],
-            mc_return=self.mc_return[idx],
-            td_valid=self.td_valid[idx],
+            obs=self._frames(i),
+            bins=torch.from_numpy(self.bins[i].astype(np.int64)),
+            reward_sum=torch.from_numpy(self.reward_sum[i]),
+            bootstrap_discount=torch.from_numpy(self.bootstrap_discount[i]),
+            next_obs=self._frames(self.bootstrap_index[i]),
+            mc_return=torch.from_numpy(self.mc_return[i]),
+            td_valid=torch.from_numpy(self.td_valid[i]),
+            task=torch.from_numpy(self.task[i]),
         )
 
     def sample_indices(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -151,7 +152,7 @@ def collect(
     episodes: int,
     seed: int = 0,
     starts: Sequence[Cell] | None = None,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """Roll out a move policy; returns D4RL-style flat arrays (observations, actions, ...).
 
     Args:
@@ -186,7 +187,7 @@ def collect(
     }
 
 
-def concat(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def concat(*parts: dict[str, np.ndarray]) -> dict[str, Any]:
     """Episodes of several collections back to back."""
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -195,7 +196,7 @@ STITCH_SPEC = GridSpec(shape=(5, 5), start=(0, 0), goal=(4, 4), max_steps=12)
 """Layout of the stitching task (see :func:`stitching_dataset`)."""
 
 
-def stitching_dataset(episodes: int = 30, seed: int = 0) -> dict[str, np.ndarray]:
+def stitching_dataset(episodes: int = 30, seed: int = 0) -> dict[str, Any]:
     """Slow successful demonstrations plus failed attempts whose pieces make a faster route.
 
     Demonstrations walk the border, one axis at a time: 4 steps along axis 0, then 4 along

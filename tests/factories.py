@@ -1,0 +1,27 @@
+"""Small synthetic episodes shared by the data tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qtransformer.data.episodes import Episode
+
+LOW, HIGH = -np.ones(2), np.ones(2)
+
+
+def make_episode(T=4, success=True, task="push-v3", seed=0, images=False) -> Episode:
+    rng = np.random.default_rng(seed)
+    rewards = np.zeros(T, np.float32)
+    if success:
+        rewards[-1] = 1.0
+    return Episode(
+        observations=rng.normal(size=(T + 1, 3)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (T, 2)).astype(np.float32),
+        rewards=rewards,
+        terminated=success,
+        truncated=not success,
+        task=task,
+        instruction=f"do {task}",
+        images=rng.integers(0, 255, (T + 1, 4, 4, 3), dtype=np.uint8) if images else None,
+        kind="demo" if success else "failure",
+    )
