@@ -62,3 +62,30 @@ def test_history_keeps_each_environments_window(agent, tiny_arrays) -> None:
     expected = np.stack([obs[[0, 2, 4]], obs[[5, 5, 5]]])
     np.testing.assert_array_equal(h.frames, expected)
     np.testing.assert_array_equal(actions, agent.act(expected))
+
+
+def test_multi_task_agent_takes_task_names_and_keeps_them(tiny_arrays, tmp_path) -> None:
+    ids = np.repeat([0, 1], [17, 18]).astype(np.int32)
+    data = qt.OfflineDataset.from_arrays(
+        **tiny_arrays, task_ids=ids, tasks=["a-v3", "b-v3"], instructions=["do a", "do b"]
+    )
+    agent = qt.train(data, qt.TrainConfig(**{**CFG.__dict__, "window": 1, "steps": 5}))
+    assert agent.config.task_dim == 2 and agent.tasks == ["a-v3", "b-v3"]
+    obs = tiny_arrays["observations"][:4]
+    zeros = np.zeros((4, 3), int)
+    qa, qb = agent.q_values(obs, zeros, task="a-v3"), agent.q_values(obs, zeros, task=1)
+    assert not np.allclose(qa, qb)
+    np.testing.assert_array_equal(agent.q_values(obs, zeros, task=["a-v3", 1, 0, "b-v3"])[1], qb[1])
+    with pytest.raises(ValueError, match=r"trained on tasks \['a-v3', 'b-v3'\]: pass task="):
+        agent.act(obs)
+    with pytest.raises(ValueError, match="unknown task 'c-v3'"):
+        agent.act(obs, task="c-v3")
+    agent.save(tmp_path / "mt")
+    back = qt.load_agent(tmp_path / "mt")
+    assert back.instructions == ["do a", "do b"]
+    np.testing.assert_array_equal(back.act(obs, task="b-v3"), agent.act(obs, task="b-v3"))
+    single = qt.train(
+        data,
+        qt.TrainConfig(**{**CFG.__dict__, "window": 1, "steps": 1, "task_conditioning": False}),
+    )
+    assert single.config.task_dim == 0 and single.act(obs).shape == (4, 3)

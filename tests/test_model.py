@@ -104,3 +104,18 @@ def test_wrong_window_is_a_clear_error() -> None:
     model = random_model()
     with pytest.raises(ValueError, match=r"window=2"):
         model(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_task_token_conditions_every_dimension_and_keeps_decoding_exact() -> None:
+    model = random_model(7, n_tasks=3, task_dim=3).double()
+    obs, bins = inputs(model, B=16)
+    obs = obs.double()
+    t0 = torch.zeros(16, dtype=torch.long)
+    t2 = torch.full((16,), 2, dtype=torch.long)
+    assert not torch.allclose(model(obs, bins, t0), model(obs, bins, t2))
+    for task in (t0, t2):
+        decoded, _ = model.greedy(obs, task)
+        assert torch.equal(model(obs, decoded, task).amin(1).argmax(-1), decoded)
+        assert torch.equal(model.greedy(obs, task, use_cache=False)[0], decoded)
+    with pytest.raises(ValueError, match="conditioned on 3 tasks: pass task"):
+        model(obs, bins)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from qtransformer.model import ModelConfig, QTransformer
 
 FORMAT = "qtransformer-agent-v1"
 
+TaskArg = Union[str, int, Sequence[Union[str, int]], None]  # noqa: UP007
+
 
 class Agent:
     """Greedy Q-Transformer policy over continuous actions.
@@ -26,6 +29,8 @@ class Agent:
         discretizer: Bin layout used in training.
         q_max: Value bound that scales the network's [0, 1] output.
         train_config: The training configuration, kept for the record.
+        tasks: Task names, in the order of the task ids used in training.
+        instructions: One instruction per task.
     """
 
     def __init__(
@@ -34,11 +39,15 @@ class Agent:
         discretizer: ActionDiscretizer,
         q_max: float,
         train_config: dict[str, Any] | None = None,
+        tasks: Sequence[str] = ("task",),
+        instructions: Sequence[str] | None = None,
     ) -> None:
         self.model = model.eval()
         self.discretizer = discretizer
         self.q_max = float(q_max)
         self.train_config = dict(train_config or {})
+        self.tasks = list(tasks)
+        self.instructions = list(instructions) if instructions is not None else list(tasks)
 
     @property
     def config(self) -> ModelConfig:
@@ -60,19 +69,50 @@ class Agent:
             f"observations must have shape (B, {d}) or (B, {w}, {d}), got {tuple(obs.shape)}"
         )
 
+    def _task_ids(self, task: TaskArg, batch: int) -> torch.Tensor | None:
+        """Task names or ids (one, or one per row) -> ``(B,)`` ids; None without a task token."""
+        if self.model.task_proj is None:
+            return None
+        if task is None:
+            raise ValueError(f"this agent was trained on tasks {self.tasks}: pass task=")
+        items = [task] * batch if isinstance(task, (str, int, np.integer)) else list(task)
+        if len(items) != batch:
+            raise ValueError(f"got {len(items)} tasks for a batch of {batch}")
+        ids = []
+        for t in items:
+            if isinstance(t, str):
+                if t not in self.tasks:
+                    raise ValueError(f"unknown task {t!r}; this agent knows {self.tasks}")
+                ids.append(self.tasks.index(t))
+            elif not 0 <= int(t) < len(self.tasks):
+                raise ValueError(f"task id {t} out of range for {len(self.tasks)} tasks")
+            else:
+                ids.append(int(t))
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
     @torch.no_grad()
-    def act_bins(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def act_bins(
+        self, observations: np.ndarray, task: TaskArg = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Greedy bins ``(B, dA)`` and the Q of each chosen bin ``(B, dA)``."""
-        bins, q = self.model.greedy(self._windows(observations))
+        obs = self._windows(observations)
+        bins, q = self.model.greedy(obs, self._task_ids(task, obs.shape[0]))
         return bins.cpu().numpy(), q.cpu().numpy() * self.q_max
 
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        """Greedy continuous actions ``(B, dA)`` for ``(B, obs)`` or ``(B, w, obs)``."""
-        bins, _ = self.act_bins(observations)
+    def act(self, observations: np.ndarray, task: TaskArg = None) -> np.ndarray:
+        """Greedy continuous actions ``(B, dA)`` for ``(B, obs)`` or ``(B, w, obs)``.
+
+        Args:
+            observations: One frame or a window of frames per row.
+            task: For multi-task agents: a task name or id, or one per row.
+        """
+        bins, _ = self.act_bins(observations, task)
         return self.discretizer.to_continuous(bins)
 
     @torch.no_grad()
-    def q_values(self, observations: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    def q_values(
+        self, observations: np.ndarray, bins: np.ndarray, task: TaskArg = None
+    ) -> np.ndarray:
         """``(B, dA, N)``: row i is Q of every bin of dim i given ``bins[:, :i]``."""
         b = torch.as_tensor(np.asarray(bins), dtype=torch.long, device=self.device)
         if b.dim() != 2 or b.shape[1] != self.config.action_dim:
@@ -81,7 +121,8 @@ class Agent:
             )
         if b.numel() and (b.min() < 0 or b.max() >= self.config.n_bins):
             raise ValueError(f"bins must lie in [0, {self.config.n_bins - 1}]")
-        q = self.model(self._windows(observations), b).amin(dim=1)  # (B, dA, N)
+        obs = self._windows(observations)
+        q = self.model(obs, b, self._task_ids(task, obs.shape[0])).amin(dim=1)  # (B, dA, N)
         return q.cpu().numpy() * self.q_max
 
     def history(self, num_envs: int) -> ObservationHistory:
@@ -100,6 +141,8 @@ class Agent:
             "action_low": self.discretizer.low.tolist(),
             "action_high": self.discretizer.high.tolist(),
             "q_max": self.q_max,
+            "tasks": self.tasks,
+            "instructions": self.instructions,
             "train": self.train_config,
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2))
@@ -121,7 +164,14 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     disc = ActionDiscretizer(
         np.asarray(meta["action_low"]), np.asarray(meta["action_high"]), model_cfg.n_bins
     )
-    return Agent(model, disc, meta["q_max"], meta.get("train"))
+    return Agent(
+        model,
+        disc,
+        meta["q_max"],
+        meta.get("train"),
+        meta.get("tasks", ["task"]),
+        meta.get("instructions"),
+    )
 
 
 class ObservationHistory:
@@ -149,10 +199,11 @@ class ObservationHistory:
         else:
             self.fresh |= np.asarray(mask, dtype=bool)
 
-    def act(self, observations: np.ndarray) -> np.ndarray:
+    def act(self, observations: np.ndarray, task: TaskArg = None) -> np.ndarray:
         """Append one observation per environment and return greedy actions ``(num_envs, dA)``.
 
-        A fresh environment's window is filled with its first observation.
+        A fresh environment's window is filled with its first observation. ``task`` is as
+        in :meth:`Agent.act`.
         """
         obs = np.asarray(observations, dtype=np.float32)
         if obs.shape != (self.frames.shape[0], self.frames.shape[2]):
@@ -164,4 +215,4 @@ class ObservationHistory:
         self.frames[:, -1] = obs
         self.frames[self.fresh] = obs[self.fresh][:, None]
         self.fresh[:] = False
-        return self.agent.act(self.frames)
+        return self.agent.act(self.frames, task)

@@ -40,6 +40,8 @@ class TrainConfig:
     """Dropout in the Transformer during training."""
     q_heads: int = 1
     """Q output heads; 2 = clipped double Q (min over heads in targets and acting)."""
+    task_conditioning: bool = True
+    """With several tasks in the data, give the network a task token (one-hot code)."""
     lr: float = 3e-4
     """AdamW learning rate."""
     weight_decay: float = 0.01
@@ -60,8 +62,9 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Steps between checkpoints when an output directory is given; 0: only at the end."""
 
-    def model_config(self, obs_dim: int, action_dim: int) -> ModelConfig:
+    def model_config(self, obs_dim: int, action_dim: int, n_tasks: int = 1) -> ModelConfig:
         """The network shape these hyperparameters describe, for given data dimensions."""
+        conditioned = self.task_conditioning and n_tasks > 1
         return ModelConfig(
             obs_dim=obs_dim,
             action_dim=action_dim,
@@ -72,4 +75,6 @@ class TrainConfig:
             n_heads=self.n_heads,
             dropout=self.dropout,
             q_heads=self.q_heads,
+            n_tasks=n_tasks,
+            task_dim=n_tasks if conditioned else 0,
         )

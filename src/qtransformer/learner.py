@@ -22,6 +22,7 @@ class Learner:
         cfg: Training hyperparameters (they include the network's shape).
         obs_dim: Length of an observation vector.
         action_dim: Number of action dimensions.
+        n_tasks: Number of tasks in the data (a task token is added when above 1).
         q_max: Value bound; rewards and returns are divided by it (ALGORITHM.md section 3).
         device: Where the networks live.
         obs_mean: Per-feature observation mean for the encoder's normalization.
@@ -36,6 +37,7 @@ class Learner:
         obs_dim: int,
         action_dim: int,
         q_max: float,
+        n_tasks: int = 1,
         device: torch.device | str = "cpu",
         obs_mean: torch.Tensor | None = None,
         obs_std: torch.Tensor | None = None,
@@ -49,7 +51,7 @@ class Learner:
         # Initialization depends on the seed alone, without touching the global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.model = QTransformer(cfg.model_config(obs_dim, action_dim))
+            self.model = QTransformer(cfg.model_config(obs_dim, action_dim, n_tasks))
         if obs_mean is not None and obs_std is not None:
             self.model.encoder.set_normalization(obs_mean, obs_std)
         self.model.to(self.device)
@@ -80,9 +82,10 @@ class Learner:
         cfg = self.cfg
         self.model.train()
         b = batch.to(self.device)
+        task = b.task if self.model.task_proj is not None else None
         with torch.no_grad():
-            target_q = self.target(b.obs, b.bins)  # (B, H, dA, N)
-            next_q = self.target.first_dim_q(b.next_obs)  # (B, H, N)
+            target_q = self.target(b.obs, b.bins, task)  # (B, H, dA, N)
+            next_q = self.target.first_dim_q(b.next_obs, task)  # (B, H, N)
             targets = per_dimension_targets(
                 target_q,
                 next_q,
@@ -90,7 +93,7 @@ class Learner:
                 b.bootstrap_discount,
                 b.mc_return / self.q_max if cfg.mc_lower_bound else None,
             )
-        q = self.net(b.obs, b.bins)  # (B, H, dA, N)
+        q = self.net(b.obs, b.bins, task)  # (B, H, dA, N)
         out = q_transformer_loss(
             q, b.bins, targets, b.td_valid, cfg.conservative_weight, cfg.conservative
         )

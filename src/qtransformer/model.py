@@ -2,13 +2,15 @@
 
 Token sequence for one sample:
 
-    [frame_1 .. frame_w tokens] [start] [bin of dim 1] ... [bin of dim dA-1]
+    [task] [frame_1 .. frame_w tokens] [start] [bin of dim 1] ... [bin of dim dA-1]
                                    |          |                    |
                                  Q dim 1    Q dim 2      ...     Q dim dA
 
 A causal mask lets the output at action token i see the observations and the bins of
 dims < i only, so one teacher-forced pass gives every dimension's Q at once, and greedy
 decoding can reuse the attention cache: one pass over the prefix, then one token per dim.
+The task token (multi-task data) projects a row of a fixed task feature table: a one-hot
+code or an instruction embedding.
 """
 
 from __future__ import annotations
@@ -47,10 +49,15 @@ class ModelConfig:
     """Dropout inside the Transformer (training only)."""
     q_heads: int = 1
     """Independent Q output heads; 2 enables clipped double Q (min over heads)."""
+    n_tasks: int = 1
+    """Number of tasks (rows of the task feature table)."""
+    task_dim: int = 0
+    """Size of a task's feature vector (one-hot or instruction embedding); 0: no task token."""
 
     @property
     def prefix_len(self) -> int:
-        return self.window * StateEncoder.tokens_per_frame
+        """Tokens before the start token: the task token (if any) and the frames."""
+        return int(self.task_dim > 0) + self.window * StateEncoder.tokens_per_frame
 
     @property
     def seq_len(self) -> int:
@@ -117,10 +124,16 @@ class QTransformer(nn.Module):
     section 3); with sparse rewards in {0, 1} that bound is 1.
     """
 
+    task_table: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = StateEncoder(cfg.obs_dim, cfg.d_model)
+        self.task_proj: nn.Linear | None = None
+        if cfg.task_dim > 0:
+            self.register_buffer("task_table", torch.eye(cfg.n_tasks, cfg.task_dim))
+            self.task_proj = nn.Linear(cfg.task_dim, cfg.d_model)
         self.start = nn.Parameter(torch.zeros(cfg.d_model))
         # Bin b of dim i feeds token i + 1; every dimension has its own bin vocabulary.
         self.bin_embed = nn.Embedding(cfg.action_dim * cfg.n_bins, cfg.d_model)
@@ -156,11 +169,25 @@ class QTransformer(nn.Module):
         dims = torch.arange(first_dim, first_dim + bins.shape[1], device=bins.device)
         return self.bin_embed(dims * self.cfg.n_bins + bins)  # (B, k, D)
 
-    def _prefix(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observation tokens followed by the start token, with positions. (B, P + 1, D)"""
+    def set_task_features(self, features: torch.Tensor) -> None:
+        """Set the task feature table ``(n_tasks, task_dim)`` (instruction embeddings)."""
+        if self.task_proj is None:
+            raise ValueError("this model has no task token (task_dim = 0)")
+        self.task_table.copy_(features)
+
+    def _prefix(self, obs: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        """[task] + observation tokens + the start token, with positions. (B, P + 1, D)"""
         self._check_obs(obs)
         B = obs.shape[0]
-        x = torch.cat([self.encoder(obs), self.start.expand(B, 1, -1)], dim=1)
+        parts = [self.encoder(obs), self.start.expand(B, 1, -1)]
+        if self.task_proj is not None:
+            if task is None:
+                raise ValueError(
+                    f"this model is conditioned on {self.cfg.n_tasks} tasks: pass task"
+                )
+            feats = self.task_table[task]  # (B, task_dim)
+            parts.insert(0, self.task_proj(feats)[:, None])
+        x = torch.cat(parts, dim=1)
         return x + self.pos[: x.shape[1]]
 
     def _run(self, x: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
@@ -177,32 +204,35 @@ class QTransformer(nn.Module):
         logits = self.head(h).view(B, L, self.cfg.q_heads, self.cfg.n_bins)
         return torch.sigmoid(logits).transpose(1, 2)
 
-    def forward(self, obs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, obs: torch.Tensor, bins: torch.Tensor, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced Q for every dimension.
 
         Args:
             obs: ``(B, w, obs_dim)`` observation windows.
             bins: ``(B, dA)`` bins taken; only dims ``< dA - 1`` are read.
+            task: ``(B,)`` task indices (required when the model has a task token).
 
         Returns:
             ``(B, q_heads, dA, N)``: row i holds Q(s, bins[:, :i], a^i = b) for every b.
         """
         P = self.cfg.prefix_len
-        x = self._prefix(obs)
+        x = self._prefix(obs, task)
         if self.cfg.action_dim > 1:
             tail = self._bin_tokens(bins[:, :-1], 0) + self.pos[P + 1 :]
             x = torch.cat([x, tail], dim=1)  # (B, P + dA, D)
         h, _ = self._run(x)
         return self._q(h[:, P:])  # (B, H, dA, N)
 
-    def first_dim_q(self, obs: torch.Tensor) -> torch.Tensor:
+    def first_dim_q(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         """Q of every bin of dim 1 only, ``(B, q_heads, N)``: the bootstrap value at s'."""
-        h, _ = self._run(self._prefix(obs))
+        h, _ = self._run(self._prefix(obs, task))
         return self._q(h[:, -1:])[:, :, 0]
 
     @torch.no_grad()
     def greedy(
-        self, obs: torch.Tensor, use_cache: bool = True
+        self, obs: torch.Tensor, task: torch.Tensor | None = None, use_cache: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding, one dimension at a time (ALGORITHM.md section 7).
 
@@ -215,7 +245,7 @@ class QTransformer(nn.Module):
         B, P = obs.shape[0], cfg.prefix_len
         bins = torch.zeros(B, cfg.action_dim, dtype=torch.long, device=obs.device)
         qs = torch.zeros(B, cfg.action_dim, device=obs.device)
-        x = self._prefix(obs)
+        x = self._prefix(obs, task)
         h, cache = self._run(x)
         for i in range(cfg.action_dim):
             q = self._q(h[:, -1:])[:, :, 0].amin(dim=1)  # (B, N)

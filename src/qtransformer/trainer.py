@@ -126,12 +126,13 @@ def train(
         data.obs_dim,
         data.action_dim,
         q_max,
+        len(data.tasks),
         device,
         obs_mean=obs.mean(0),
         obs_std=obs.std(0),
         distributed=world > 1,
     )
-    agent = Agent(learner.model, discretizer, q_max, asdict(cfg))
+    agent = Agent(learner.model, discretizer, q_max, asdict(cfg), data.tasks, data.instructions)
     generator = torch.Generator().manual_seed(cfg.seed)
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "checkpoint" if out is not None else None
