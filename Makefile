@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: an unpinned resolve would pull several GB of CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# Baselines: d3rlpy pins gymnasium==1.0.0 (we use 1.4), so no resolver; these are what it imports.
+	$(PY) -m pip install --quiet --no-deps d3rlpy==2.8.1
+	$(PY) -m pip install --quiet gym==0.26.2 structlog==26.1.0 dataclasses-json==0.6.7 scikit-learn==1.9.1
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -91,9 +91,8 @@ def collection(args: Args, scratch: Path) -> dict[str, object]:
     out: dict[str, object] = {"tasks": tasks}
     for label, image_size in (("state", None), ("image64", 64)):
         items = [
-            (task, mw.PolicySpec(kind="expert", noise=0.3), "all")
+            mw.RecipeItem(task, mw.PolicySpec(kind="noisy", noise=0.3), args.collect_episodes)
             for task in tasks
-            for _ in range(args.collect_episodes)
         ]
         t0 = time.perf_counter()
         episodes = mw.collect(items, seed=0, workers=1, progress=False, image_size=image_size)

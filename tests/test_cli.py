@@ -45,3 +45,63 @@ def test_cli_train_writes_checkpoint_agent_and_tensorboard(tiny_arrays, tmp_path
         qt.load_agent(run / "checkpoint").act(tiny_arrays["observations"][:4]),
         qt.load_agent(run / "agent").act(tiny_arrays["observations"][:4]),
     )
+
+
+def test_cli_collect_writes_a_minari_dataset_that_trains(tmp_path, monkeypatch) -> None:
+    import minari
+
+    main(
+        [
+            "collect",
+            "--tasks",
+            "reach-v3",
+            "--demos",
+            "2",
+            "--failures",
+            "1",
+            "--max-steps",
+            "150",
+            "--action-repeat",
+            "2",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    name = "metaworld-custom-reach-v3-v0"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    ds = minari.load_dataset(name)
+    assert ds.total_episodes == 3
+    meta = ds.storage.metadata["qtransformer"]
+    assert meta["action_repeat"] == 2 and meta["tasks"] == ["reach-v3"]
+    assert [m["kind"] for m in ds.storage.get_episode_metadata(range(3))] == [
+        "demo",
+        "demo",
+        "degraded",
+    ]
+    env = ds.recover_environment()
+    assert env.unwrapped.task == "reach-v3" and env.unwrapped.action_repeat == 2
+    main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / name),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--n-bins",
+            "5",
+            "--d-model",
+            "16",
+            "--n-layers",
+            "1",
+            "--n-heads",
+            "2",
+        ]
+    )
+    agent = qt.load_agent(tmp_path / "run" / "agent")
+    assert agent.tasks == ["reach-v3"]

@@ -1,11 +1,11 @@
-"""Command line: ``qtransformer train | demo``, built with tyro from the config dataclasses."""
+"""Command line: ``qtransformer collect | train | demo``, built with tyro from dataclasses."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
 import tyro
 
@@ -18,8 +18,9 @@ log = logging.getLogger("qtransformer")
 class TrainArgs:
     """Train a Q-Transformer on an offline dataset (run under torchrun for several processes)."""
 
-    data: Path
-    """Dataset file: a .npz of flat arrays (observations, actions, rewards, terminals, timeouts)."""
+    data: str
+    """Dataset: a Minari dataset folder or id, a folder saved by OfflineDataset.save, or a .npz
+    of flat arrays (observations, actions, rewards, terminals, timeouts)."""
     out: Path = Path("runs/train")
     """Output directory: checkpoint/, agent/, train_config.json, tb/."""
     resume: bool = False
@@ -27,6 +28,45 @@ class TrainArgs:
     tensorboard: bool = False
     """Write TensorBoard logs to out/tb."""
     config: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class CollectArgs:
+    """Collect Meta-World episodes (sparse reward) into a Minari dataset (HDF5)."""
+
+    tasks: str = "reach-v3"
+    """Comma-separated Meta-World v3 tasks, or MT10 / MT50."""
+    out: Path = Path("datasets")
+    """Minari root folder: the dataset goes to OUT/NAME (set MINARI_DATASETS_PATH=OUT to
+    open it with minari.load_dataset(NAME))."""
+    preset: Literal["demos", "mixed", "noisy", "suboptimal"] | None = None
+    """A recipe in one of the paper's regimes; overrides --demos/--failures."""
+    episodes_per_task: int | None = None
+    """Episodes kept per task for a preset (default: the preset's own)."""
+    demos: int = 0
+    """Expert demonstrations per task (successes only)."""
+    failures: int = 0
+    """Failed autonomous attempts per task (a degraded expert; only failures are kept)."""
+    demo_noise: float = 0.1
+    """Gaussian action noise of the demonstrations."""
+    max_steps: int = 200
+    """Time limit in environment steps."""
+    action_repeat: int = 1
+    """Environment steps per decision (4 gives ~35-decision episodes, as in the paper)."""
+    image_size: int | None = None
+    """Also record square camera images of this size in px (64 to 128)."""
+    camera: str = "corner"
+    """Camera for the images."""
+    jpeg: bool = False
+    """Store images JPEG-encoded (smaller, lossy)."""
+    workers: int = 2
+    """Collection processes."""
+    seed: int = 0
+    """Seed of the whole collection: same seed, same data."""
+    name: str | None = None
+    """Dataset id; default metaworld-PRESET-TASKS-v0."""
+    overwrite: bool = False
+    """Replace an existing dataset of that name."""
 
 
 @dataclass
@@ -45,7 +85,7 @@ def run_train(args: TrainArgs) -> None:
     from qtransformer.data.dataset import OfflineDataset
     from qtransformer.trainer import dataset_summary, train
 
-    data = OfflineDataset.load_npz(args.data)
+    data = OfflineDataset.open(args.data)
     log.info("dataset %s: %s", args.data, dataset_summary(data))
     train(
         data,
@@ -62,6 +102,81 @@ def run_train(args: TrainArgs) -> None:
         dist.destroy_process_group()
 
 
+def run_collect(args: CollectArgs) -> None:
+    import time
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from qtransformer.data import metaworld as mw
+    from qtransformer.data.minari_io import write_minari
+
+    tasks = mw.resolve_tasks(args.tasks)
+    if args.preset is not None:
+        recipe = mw.preset_recipe(
+            args.preset, tasks, args.episodes_per_task, args.max_steps, args.action_repeat
+        )
+    elif args.demos or args.failures:
+        recipe = mw.custom_recipe(
+            tasks, args.demos, args.failures, args.demo_noise, args.max_steps, args.action_repeat
+        )
+    else:
+        raise SystemExit("nothing to collect: give --preset NAME, or --demos N and/or --failures M")
+    # Minari ids allow letters, digits, '-' and '_': tasks are joined by '_'.
+    label = "_".join(tasks) if len(tasks) <= 3 else args.tasks.split(",")[0].lower()
+    name = args.name or f"metaworld-{args.preset or 'custom'}-{label}-v0"
+    t0 = time.perf_counter()
+    episodes = mw.collect(
+        recipe,
+        seed=args.seed,
+        workers=args.workers,
+        progress=True,
+        image_size=args.image_size,
+        camera=args.camera,
+    )
+    env_spec = None
+    if len(tasks) == 1:  # Minari can then recreate the environment: recover_environment()
+        env_spec = mw.env_spec(
+            tasks[0], args.max_steps, args.action_repeat, args.image_size, args.camera
+        )
+    path = write_minari(
+        episodes,
+        args.out,
+        name,
+        env_spec=env_spec,
+        action_low=-np.ones(4),
+        action_high=np.ones(4),
+        metadata={
+            "source": "metaworld",
+            "preset": args.preset,
+            "recipe": [item.as_dict() for item in recipe],
+            "seed": args.seed,
+            "max_steps": args.max_steps,
+            "action_repeat": args.action_repeat,
+            "image_size": args.image_size,
+            "camera": args.camera if args.image_size else None,
+        },
+        jpeg=args.jpeg,
+        overwrite=args.overwrite,
+    )
+    seconds = time.perf_counter() - t0
+    info = mw.summary(episodes)
+    disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    table = Table(title=f"collected {name}")
+    for col in ("task", "episodes", "successes", "steps"):
+        table.add_column(col)
+    for task, t in info["per_task"].items():
+        table.add_row(task, str(t["episodes"]), str(t["successes"]), str(t["steps"]))
+    table.add_row("all", str(info["episodes"]), str(info["successes"]), str(info["steps"]))
+    Console().print(table)
+    Console().print(
+        f"{info['episodes']} episodes, {info['successes']} successes, {info['steps']} steps "
+        f"({info['env_steps']} env steps), {disk / 2**20:.1f} MiB on disk, {seconds:.0f} s "
+        f"-> {path}"
+    )
+
+
 def run_demo(args: DemoArgs) -> None:
     from qtransformer.demo import run_demo as demo
 
@@ -69,6 +184,7 @@ def run_demo(args: DemoArgs) -> None:
 
 
 Commands = Union[  # noqa: UP007 (tyro reads the Annotated members of a typing.Union)
+    Annotated[CollectArgs, tyro.conf.subcommand("collect")],
     Annotated[TrainArgs, tyro.conf.subcommand("train")],
     Annotated[DemoArgs, tyro.conf.subcommand("demo")],
 ]
@@ -81,7 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         args=argv,
         config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
     )
-    if isinstance(args, TrainArgs):
+    if isinstance(args, CollectArgs):
+        run_collect(args)
+    elif isinstance(args, TrainArgs):
         run_train(args)
     else:
         run_demo(args)
