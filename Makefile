@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/gridworld.py
+	$(PY) benchmarks/data.py
 	$(PY) benchmarks/report.py
 
 clean:

@@ -1,4 +1,4 @@
-"""Command line: ``qtransformer collect | train | demo``, built with tyro from dataclasses."""
+"""Command line: ``qtransformer collect | train | eval | bench | demo``, built with tyro."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
+from qtransformer.bench import BenchArgs
 from qtransformer.config import TrainConfig
 
 log = logging.getLogger("qtransformer")
@@ -70,15 +71,41 @@ class CollectArgs:
 
 
 @dataclass
-class DemoArgs:
-    """Collect a small dataset, train, evaluate, print the table and write the plot."""
+class EvalArgs:
+    """Evaluate a trained agent on Meta-World tasks: success rates with 95% intervals."""
 
-    out: Path = Path("runs/demo")
-    """Where the dataset, the agent, results.json and the plot go."""
-    steps: int = 1500
-    """Gradient steps."""
+    agent: Path
+    """A saved agent (or checkpoint) folder."""
+    tasks: str | None = None
+    """Comma-separated tasks, MT10 or MT50; default: the tasks the agent was trained on."""
+    episodes: int = 50
+    """Episodes per task."""
+    num_envs: int = 10
+    """Environments stepped together (one batched decode per step)."""
+    max_steps: int = 200
+    """Time limit in env steps (use the data's)."""
+    action_repeat: int = 1
+    """Env steps per decision (use the data's)."""
     seed: int = 0
-    """Seed of collection and training."""
+    """Evaluation seed (episodes never share seeds with collection)."""
+    videos: int = 0
+    """GIFs of this many episodes per task, written next to the JSON."""
+    out: Path = Path("runs/eval/eval.json")
+    """Results as JSON."""
+
+
+@dataclass
+class DemoArgs:
+    """Collect a small dataset, train, evaluate, print the table and write the plots."""
+
+    env: Literal["metaworld", "grid"] = "metaworld"
+    """metaworld: Q-Transformer vs behaviour cloning on push-v3; grid: the stitching task."""
+    out: Path = Path("runs/demo")
+    """Where the data, results, table and plots go."""
+    steps: int = 1500
+    """Gradient steps (grid demo)."""
+    seed: int = 0
+    """Seed of collection and training (grid demo)."""
 
 
 def run_train(args: TrainArgs) -> None:
@@ -177,15 +204,73 @@ def run_collect(args: CollectArgs) -> None:
     )
 
 
-def run_demo(args: DemoArgs) -> None:
-    from qtransformer.demo import run_demo as demo
+def run_eval(args: EvalArgs) -> None:
+    import json
 
-    demo(args.out, steps=args.steps, seed=args.seed)
+    from rich.console import Console
+    from rich.table import Table
+
+    from qtransformer.agent import load_agent
+    from qtransformer.baselines import AgentPolicy
+    from qtransformer.data import metaworld as mw
+    from qtransformer.evaluate import evaluate_metaworld
+
+    agent = load_agent(args.agent)
+    tasks = mw.resolve_tasks(args.tasks) if args.tasks else agent.tasks
+    results = evaluate_metaworld(
+        AgentPolicy(agent),
+        tasks,
+        args.episodes,
+        args.num_envs,
+        args.seed,
+        args.max_steps,
+        args.action_repeat,
+        multi_task=agent.config.task_dim > 0,
+        video_dir=args.out.parent / "videos",
+        video_episodes=args.videos,
+        progress=True,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "agent": str(args.agent),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "results": {t: r.as_dict() for t, r in results.items()},
+    }
+    args.out.write_text(json.dumps(payload, indent=2))
+    table = Table(title=f"evaluation of {args.agent}")
+    for col in ("task", "success", "95% interval", "decisions to success"):
+        table.add_column(col)
+    for t, r in results.items():
+        table.add_row(
+            t,
+            f"{r.success_rate:.2f}",
+            f"[{r.ci_low:.2f}, {r.ci_high:.2f}]",
+            f"{r.mean_success_length:.1f}",
+        )
+    Console().print(table)
+    Console().print(f"-> {args.out}")
+
+
+def run_bench(args: BenchArgs) -> None:
+    from qtransformer.bench import main as bench
+
+    bench(args)
+
+
+def run_demo(args: DemoArgs) -> None:
+    from qtransformer.demo import run_demo, run_metaworld_demo
+
+    if args.env == "grid":
+        run_demo(args.out, steps=args.steps, seed=args.seed)
+    else:
+        run_metaworld_demo(args.out)
 
 
 Commands = Union[  # noqa: UP007 (tyro reads the Annotated members of a typing.Union)
     Annotated[CollectArgs, tyro.conf.subcommand("collect")],
     Annotated[TrainArgs, tyro.conf.subcommand("train")],
+    Annotated[EvalArgs, tyro.conf.subcommand("eval")],
+    Annotated[BenchArgs, tyro.conf.subcommand("bench")],
     Annotated[DemoArgs, tyro.conf.subcommand("demo")],
 ]
 
@@ -201,6 +286,10 @@ def main(argv: list[str] | None = None) -> None:
         run_collect(args)
     elif isinstance(args, TrainArgs):
         run_train(args)
+    elif isinstance(args, EvalArgs):
+        run_eval(args)
+    elif isinstance(args, BenchArgs):
+        run_bench(args)
     else:
         run_demo(args)
 

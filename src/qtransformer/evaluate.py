@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -21,8 +23,9 @@ class EvalResult:
         success_rate: Fraction of episodes with ``info["success"]`` at their end.
         ci_low: Lower end of the 95% Wilson interval of the success rate.
         ci_high: Upper end of the 95% Wilson interval.
-        mean_length: Mean episode length over all episodes.
-        mean_success_length: Mean length of the successful episodes (NaN if none).
+        mean_length: Mean episode length (policy decisions) over all episodes.
+        mean_success_length: Mean length of the successful episodes (NaN if none): the
+            decisions a policy needs to finish the task.
         mean_return: Mean undiscounted return.
     """
 
@@ -98,3 +101,101 @@ def evaluate(
         mean_success_length=float(np.mean(succ_len)) if succ_len else float("nan"),
         mean_return=float(np.mean(returns)),
     )
+
+
+EVAL_SEED_OFFSET = 1_000_000
+"""Evaluation episodes use seeds from here on, apart from the collection seeds."""
+
+
+def evaluate_metaworld(
+    policy: Any,
+    tasks: Sequence[str],
+    episodes: int = 50,
+    num_envs: int = 10,
+    seed: int = 0,
+    max_steps: int = 200,
+    action_repeat: int = 1,
+    multi_task: bool | None = None,
+    video_dir: str | Path | None = None,
+    video_episodes: int = 0,
+    progress: bool = False,
+) -> dict[str, EvalResult]:
+    """Evaluate a policy on Meta-World tasks: ``num_envs`` environments stepped together.
+
+    Args:
+        policy: A :class:`qtransformer.baselines.Policy` (``act(obs, task)``, ``reset(n)``);
+            wrap a Q-Transformer agent in :class:`qtransformer.baselines.AgentPolicy`.
+        tasks: Task names.
+        episodes: Episodes per task.
+        num_envs: Environments stepped together (one batched ``act`` per step).
+        seed: Episode ``k`` of a task starts from seed ``EVAL_SEED_OFFSET + seed * 10**5 + k``.
+        max_steps: Time limit in env steps, as in the data.
+        action_repeat: Env steps per decision, as in the data.
+        multi_task: Pass the task name to ``act``; default: when there are several tasks.
+        video_dir: Write GIFs of the first ``video_episodes`` episodes of each task here.
+        video_episodes: Episodes per task to film (rendered again at 128 px, same seeds).
+        progress: Show a progress bar over tasks.
+
+    Returns:
+        One :class:`EvalResult` per task; ``mean_success_length`` counts decisions.
+    """
+    from qtransformer.data.metaworld import MetaWorldTask
+
+    named = len(tasks) > 1 if multi_task is None else multi_task
+    base = EVAL_SEED_OFFSET + seed * 100_000
+    results = {}
+    iterator: Any = tasks
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(tasks, desc="eval", unit="task")
+    for task in iterator:
+        envs = [MetaWorldTask(task, max_steps, action_repeat) for _ in range(num_envs)]
+        name = task if named else None
+
+        def make(n: int, name: str | None = name) -> BatchPolicy:
+            policy.reset(n)
+            return lambda obs: policy.act(obs, name)
+
+        results[task] = evaluate(make, envs, episodes, seed=base)
+        if video_dir is not None and video_episodes > 0:
+            film(policy, task, name, video_episodes, base, max_steps, action_repeat, video_dir)
+    return results
+
+
+def film(
+    policy: Any,
+    task: str,
+    name: str | None,
+    episodes: int,
+    seed: int,
+    max_steps: int,
+    action_repeat: int,
+    video_dir: str | Path,
+    size: int = 128,
+) -> list[Path]:
+    """Record ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) as GIFs."""
+    from PIL import Image
+
+    from qtransformer.data.metaworld import MetaWorldTask
+
+    out = Path(video_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = MetaWorldTask(task, max_steps, action_repeat, image_size=size)
+    paths = []
+    for k in range(episodes):
+        policy.reset(1)
+        obs, _ = env.reset(seed=seed + k)
+        frames = [obs["image"]]
+        done, success = False, False
+        while not done:
+            action = policy.act(obs["state"][None], name)[0]
+            obs, _, success, truncated, _ = env.step(action)
+            frames.append(obs["image"])
+            done = success or truncated
+        path = out / f"{task}_ep{k}_{'success' if success else 'failure'}.gif"
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=50, loop=0)
+        paths.append(path)
+    env.close()
+    return paths

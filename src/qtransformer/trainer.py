@@ -118,7 +118,9 @@ def train(
     cfg = replace(cfg, q_max=q_max)
     discretizer = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
     sampler = TransitionSampler(data, discretizer, cfg.gamma, cfg.n_step, cfg.window)
-    obs = torch.from_numpy(data.observations)
+    # Streams through a memory-mapped dataset once; float64 keeps large sums exact enough.
+    obs_mean = np.asarray(data.observations).mean(0, dtype=np.float64)
+    obs_std = np.asarray(data.observations).std(0, dtype=np.float64)
     # Seeds the global RNG too (dropout); checkpoints restore its state on resume.
     torch.manual_seed(cfg.seed)
     learner = Learner(
@@ -128,8 +130,8 @@ def train(
         q_max,
         len(data.tasks),
         device,
-        obs_mean=obs.mean(0),
-        obs_std=obs.std(0),
+        obs_mean=torch.as_tensor(obs_mean, dtype=torch.float32),
+        obs_std=torch.as_tensor(obs_std, dtype=torch.float32),
         distributed=world > 1,
     )
     agent = Agent(learner.model, discretizer, q_max, asdict(cfg), data.tasks, data.instructions)

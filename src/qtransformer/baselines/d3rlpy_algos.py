@@ -18,7 +18,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Union
 
@@ -572,6 +572,7 @@ def train_baseline(
     device: str = "cpu",
     batch_size: int | None = None,
     settings: BaselineSettings | None = None,
+    callback: Callable[[int, BaselinePolicy], None] | None = None,
 ) -> BaselinePolicy:
     """Train a d3rlpy baseline on ``data`` and return it as a policy.
 
@@ -616,17 +617,6 @@ def train_baseline(
     d3rlpy.seed(seed)
     torch.manual_seed(seed)
     algo = _make_algo(d3rlpy, s, arrays, low, high, device)
-    start = time.perf_counter()
-    algo.fit(
-        dataset,
-        n_steps=steps,
-        n_steps_per_epoch=steps,
-        experiment_name=f"{name}_seed{seed}",
-        with_timestamp=False,
-        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
-        show_progress=False,
-    )
-    seconds = time.perf_counter() - start
     cls = DecisionTransformerPolicy if name == "dt" else BaselinePolicy
     policy = cls(
         name,
@@ -641,15 +631,27 @@ def train_baseline(
         num_steps=len(arrays.rewards),
         num_episodes=len(arrays.episode_returns),
         num_transitions=int(dataset.transition_count),
-        train_seconds=seconds,
+        train_seconds=0.0,
     )
+    start = time.perf_counter()
+    algo.fit(
+        dataset,
+        n_steps=steps,
+        n_steps_per_epoch=steps,
+        experiment_name=f"{name}_seed{seed}",
+        with_timestamp=False,
+        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
+        show_progress=False,
+        callback=None if callback is None else lambda _a, _e, step: callback(step, policy),
+    )
+    policy.train_seconds = time.perf_counter() - start
     log.info(
         "%s: %d steps on %d transitions (%d episodes) in %.1fs (%.1f steps/s)",
         name,
         steps,
         policy.num_transitions,
         policy.num_episodes,
-        seconds,
+        policy.train_seconds,
         policy.steps_per_second,
     )
     return policy

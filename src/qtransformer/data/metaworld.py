@@ -19,11 +19,13 @@ import sys
 if sys.platform.startswith("linux"):
     os.environ.setdefault("MUJOCO_GL", "egl")
 
+import atexit  # noqa: E402
 import functools  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import warnings  # noqa: E402
+import weakref  # noqa: E402
 import zlib  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
@@ -318,6 +320,15 @@ def _new_env(task: str) -> Any:
     return env
 
 
+_OPEN_RENDERERS: weakref.WeakSet[mujoco.Renderer] = weakref.WeakSet()
+
+
+def _close_renderers() -> None:
+    # Close GL contexts while EGL still exists; left to interpreter teardown they fail noisily.
+    for renderer in list(_OPEN_RENDERERS):
+        renderer.close()
+
+
 def _renderer(env: Any, size: int) -> mujoco.Renderer:
     # No shadows, multisampling or reflections: 10x faster in software GL, alike at 64 px.
     env.model.vis.quality.shadowsize = 0
@@ -331,6 +342,10 @@ def _renderer(env: Any, size: int) -> mujoco.Renderer:
             "is first imported, e.g. by importing qtransformer.data.metaworld first"
         ) from e
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+    if not _OPEN_RENDERERS:
+        # Registered after MuJoCo's own EGL teardown, so it runs before it (atexit is LIFO).
+        atexit.register(_close_renderers)
+    _OPEN_RENDERERS.add(renderer)
     return renderer
 
 
@@ -418,6 +433,13 @@ class MetaWorldTask(gym.Env):
         raw, _ = self.inner.reset()
         self.env_steps, self.success = 0, False
         return self._observe(raw), {"success": False, "env_steps": 0}
+
+    def close(self) -> None:
+        renderer = getattr(self, "renderer", None)
+        if renderer is not None:
+            renderer.close()
+            _OPEN_RENDERERS.discard(renderer)
+            self.renderer = None
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self.success or self.env_steps >= self.max_steps:
