@@ -112,10 +112,28 @@ def data_section() -> str:
     )
 
 
+def metaworld_section() -> str:
+    table = (RESULTS / "metaworld.md").read_text().strip()
+    ablations = RESULTS / "ablations.md"
+    text = (
+        "**Meta-World comparison** (`qtransformer bench --profile cpu --jobs 2`; push-v3, "
+        "100 episodes per preset, action repeat 4, 50 evaluation episodes per cell):\n\n"
+        f"{table}\n\n![curves](benchmarks/results/metaworld_curves.png)\n"
+        "![bars](benchmarks/results/metaworld_bars.png)"
+    )
+    if ablations.exists():
+        text += "\n\n**Ablations** (Q-Transformer variants on `noisy`):\n\n" + (
+            ablations.read_text().strip()
+        )
+    return text
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     sections = [gridworld_section(), speed_section()]
+    if (RESULTS / "metaworld.md").exists():
+        sections.insert(0, metaworld_section())
     if (RESULTS / "data.json").exists():
         sections.append(data_section())
     block = START + "\n" + "\n\n".join(sections) + "\n" + END

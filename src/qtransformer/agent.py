@@ -21,6 +21,30 @@ FORMAT = "qtransformer-agent-v1"
 TaskArg = Union[str, int, Sequence[Union[str, int]], None]  # noqa: UP007
 
 
+def resolve_task_ids(task: TaskArg, tasks: Sequence[str], batch: int) -> np.ndarray:
+    """Task names or ids, one for all rows or one per row, -> ``(batch,)`` int64 ids.
+
+    Raises:
+        ValueError: naming the unknown task, the id out of range, or a count mismatch.
+    """
+    if task is None:
+        raise ValueError(f"this policy was trained on tasks {list(tasks)}: pass task=")
+    items = [task] * batch if isinstance(task, (str, int, np.integer)) else list(task)
+    if len(items) != batch:
+        raise ValueError(f"got {len(items)} tasks for a batch of {batch}")
+    ids = []
+    for t in items:
+        if isinstance(t, str):
+            if t not in tasks:
+                raise ValueError(f"unknown task {t!r}; known tasks: {list(tasks)}")
+            ids.append(list(tasks).index(t))
+        elif not 0 <= int(t) < len(tasks):
+            raise ValueError(f"task id {t} out of range for {len(tasks)} tasks")
+        else:
+            ids.append(int(t))
+    return np.asarray(ids, np.int64)
+
+
 class Agent:
     """Greedy Q-Transformer policy over continuous actions.
 
@@ -70,25 +94,11 @@ class Agent:
         )
 
     def _task_ids(self, task: TaskArg, batch: int) -> torch.Tensor | None:
-        """Task names or ids (one, or one per row) -> ``(B,)`` ids; None without a task token."""
+        """``(B,)`` task ids, or None when the model has no task token."""
         if self.model.task_proj is None:
             return None
-        if task is None:
-            raise ValueError(f"this agent was trained on tasks {self.tasks}: pass task=")
-        items = [task] * batch if isinstance(task, (str, int, np.integer)) else list(task)
-        if len(items) != batch:
-            raise ValueError(f"got {len(items)} tasks for a batch of {batch}")
-        ids = []
-        for t in items:
-            if isinstance(t, str):
-                if t not in self.tasks:
-                    raise ValueError(f"unknown task {t!r}; this agent knows {self.tasks}")
-                ids.append(self.tasks.index(t))
-            elif not 0 <= int(t) < len(self.tasks):
-                raise ValueError(f"task id {t} out of range for {len(self.tasks)} tasks")
-            else:
-                ids.append(int(t))
-        return torch.tensor(ids, dtype=torch.long, device=self.device)
+        ids = resolve_task_ids(task, self.tasks, batch)
+        return torch.as_tensor(ids, dtype=torch.long, device=self.device)
 
     @torch.no_grad()
     def act_bins(

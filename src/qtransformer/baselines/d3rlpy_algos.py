@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import torch
 
-from qtransformer.agent import TaskArg
+from qtransformer.agent import TaskArg, resolve_task_ids
 
 if TYPE_CHECKING:
     from qtransformer.data.dataset import OfflineDataset
@@ -447,22 +447,7 @@ class BaselinePolicy:
         }
 
     def _task_ids(self, task: TaskArg, batch: int) -> np.ndarray:
-        if task is None:
-            raise ValueError(f"this policy was trained on tasks {self.tasks}: pass task=")
-        items = [task] * batch if isinstance(task, (str, int, np.integer)) else list(task)
-        if len(items) != batch:
-            raise ValueError(f"got {len(items)} tasks for a batch of {batch}")
-        ids = []
-        for t in items:
-            if isinstance(t, str):
-                if t not in self.tasks:
-                    raise ValueError(f"unknown task {t!r}; this policy knows {self.tasks}")
-                ids.append(self.tasks.index(t))
-            elif not 0 <= int(t) < len(self.tasks):
-                raise ValueError(f"task id {t} out of range for {len(self.tasks)} tasks")
-            else:
-                ids.append(int(t))
-        return np.asarray(ids, np.int64)
+        return resolve_task_ids(task, self.tasks, batch)
 
     def _inputs(self, observations: np.ndarray, task: TaskArg) -> np.ndarray:
         obs = np.asarray(observations, np.float32)
