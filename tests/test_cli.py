@@ -7,6 +7,19 @@ import numpy as np
 import qtransformer as qt
 from qtransformer.cli import main
 
+TINY_MODEL = [
+    "--batch-size",
+    "8",
+    "--n-bins",
+    "5",
+    "--d-model",
+    "16",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+]
+
 
 def test_cli_train_writes_checkpoint_agent_and_tensorboard(tiny_arrays, tmp_path) -> None:
     qt.OfflineDataset.from_arrays(**tiny_arrays).save_npz(tmp_path / "d.npz")
@@ -18,16 +31,7 @@ def test_cli_train_writes_checkpoint_agent_and_tensorboard(tiny_arrays, tmp_path
         str(tmp_path / "run"),
         "--steps",
         "4",
-        "--batch-size",
-        "8",
-        "--n-bins",
-        "5",
-        "--d-model",
-        "16",
-        "--n-layers",
-        "1",
-        "--n-heads",
-        "2",
+        *TINY_MODEL,
         "--tensorboard",
         "--checkpoint-every",
         "2",
@@ -91,16 +95,7 @@ def test_cli_collect_writes_a_minari_dataset_that_trains(tmp_path, monkeypatch) 
             str(tmp_path / "run"),
             "--steps",
             "2",
-            "--batch-size",
-            "8",
-            "--n-bins",
-            "5",
-            "--d-model",
-            "16",
-            "--n-layers",
-            "1",
-            "--n-heads",
-            "2",
+            *TINY_MODEL,
         ]
     )
     agent = qt.load_agent(tmp_path / "run" / "agent")
