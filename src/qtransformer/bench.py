@@ -215,6 +215,7 @@ def ensure_dataset(work: Path, profile: Profile, preset: str, seed: int) -> Path
         "max_steps": profile.max_steps,
         "action_repeat": profile.action_repeat,
         "summary": mw.summary(episodes),
+        "recipe": [item.as_dict() for item in recipe],
     }
     data = OfflineDataset.from_episodes(episodes, -np.ones(4), np.ones(4), metadata=meta)
     data.save(path)
