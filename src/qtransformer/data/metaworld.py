@@ -704,8 +704,7 @@ def noise_for_task(
     if limits == NOISE_CALIBRATION and task in NOISE_FOR_40_PERCENT:
         return NOISE_FOR_40_PERCENT[task]
     if calibrate:
-        logger.info("calibrating the noise of %s for %s", task, limits)
-        _calibrate_missing([task], max_steps, action_repeat, workers=1)
+        _calibrate_missing([task], max_steps, action_repeat, workers=1)  # logs when it measures
         return _CALIBRATED[(task, max_steps, action_repeat)]
     noise = NOISE_FOR_40_PERCENT.get(task, FALLBACK_NOISE)
     logger.warning(
