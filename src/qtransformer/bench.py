@@ -397,7 +397,15 @@ def summarize(work: Path, out: Path, profile_name: str) -> Summary:
     (out / "metaworld.csv").write_text("\n".join(lines) + "\n")
     final = _final_rows(rows)
     main_algos = [a for a in ALGOS if any(r["algo"] == a for r in final)]
-    (out / "metaworld.md").write_text(_table(final, main_algos, cells, profile_name))
+    planned = {c.key for c in cells_of(PROFILES[profile_name], ALGOS, True)}
+    done = len(planned & set(cells))
+    status = (
+        f"\n**Partial: {done} of {len(planned)} cells of the `{profile_name}` grid "
+        "finished**; cells show their number of seeds.\n"
+        if done < len(planned)
+        else ""
+    )
+    (out / "metaworld.md").write_text(_table(final, main_algos, cells, profile_name) + status)
     abl = [a for a in ("qt", *ABLATIONS) if any(r["algo"] == a for r in final)]
     (out / "ablations.md").write_text(_ablation_table(final, abl, cells))
     if rows:
