@@ -70,11 +70,14 @@ def test_bench_grid_resumes_without_redoing_finished_cells(tmp_path) -> None:
     assert rest == ["bc__demos__seed0"]  # only the unfinished cell ran
     assert (tmp_path / "work" / "cells" / first[0] / "result.json").stat().st_mtime_ns == stamp
     assert run_grid(BenchArgs(**{**args.__dict__, "max_cells": None})) == []
-    summarize(args.work, args.out, "tiny")
+    summarize(args.work, args.out, "tiny", args.algos, args.ablations)
     csv = (args.out / "metaworld.csv").read_text().splitlines()
     assert csv[0].startswith("algo,dataset,task,seed,steps,success_rate")
     assert {line.split(",")[0] for line in csv[1:]} == {"qt", "bc"}
-    assert "| qt |" in (args.out / "metaworld.md").read_text()
+    table = (args.out / "metaworld.md").read_text()
+    assert "| qt |" in table and "Partial" not in table
+    summarize(args.work, args.out, "tiny")  # against the whole profile: 2 of 10 cells
+    assert "Partial: 2 of 10 cells" in (args.out / "metaworld.md").read_text()
     assert (args.out / "metaworld_curves.png").exists() and (
         args.out / "metaworld_bars.png"
     ).exists()

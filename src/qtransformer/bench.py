@@ -370,7 +370,13 @@ class Summary:
     cells: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def summarize(work: Path, out: Path, profile_name: str) -> Summary:
+def summarize(
+    work: Path,
+    out: Path,
+    profile_name: str,
+    algos: Sequence[str] = ALGOS,
+    ablations: bool = True,
+) -> Summary:
     """Write metaworld.csv, metaworld.md, ablations.md and the plots from finished cells."""
     cells = finished(work)
     rows = [r for rec in cells.values() for r in rec["rows"]]
@@ -397,7 +403,7 @@ def summarize(work: Path, out: Path, profile_name: str) -> Summary:
     (out / "metaworld.csv").write_text("\n".join(lines) + "\n")
     final = _final_rows(rows)
     main_algos = [a for a in ALGOS if any(r["algo"] == a for r in final)]
-    planned = {c.key for c in cells_of(PROFILES[profile_name], ALGOS, True)}
+    planned = {c.key for c in cells_of(PROFILES[profile_name], algos, ablations)}
     done = len(planned & set(cells))
     status = (
         f"\n**Partial: {done} of {len(planned)} cells of the `{profile_name}` grid "
@@ -541,4 +547,4 @@ def _plots(
 def main(args: BenchArgs) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     run_grid(args)
-    summarize(args.work, args.out, args.profile)
+    summarize(args.work, args.out, args.profile, args.algos, args.ablations)

@@ -165,7 +165,7 @@ def run_metaworld_demo(out: Path, jobs: int = 2) -> str:
         jobs=jobs,
     )
     run_grid(args)
-    summarize(args.work, out, "demo")
+    summarize(args.work, out, "demo", args.algos, args.ablations)
     table = (out / "metaworld.md").read_text()
     console.print(Markdown(table))
     console.print(
