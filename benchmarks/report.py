@@ -112,13 +112,35 @@ def data_section() -> str:
     )
 
 
+def training_course() -> str:
+    """Mean success at each evaluation point (thirds of training), over finished cells."""
+    import csv
+
+    with open(RESULTS / "metaworld.csv") as f:
+        rows = list(csv.DictReader(f))
+    by: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for r in rows:
+        by.setdefault((r["algo"], r["dataset"]), {}).setdefault(int(r["steps"]), []).append(
+            float(r["success_rate"])
+        )
+    lines = [
+        "| algo | preset | success at 1/3, 2/3, 3/3 of training (mean over seeds) |",
+        "|---|---|---|",
+    ]
+    for (algo, preset), pts in sorted(by.items()):
+        values = ", ".join(f"{sum(v) / len(v):.2f}" for _, v in sorted(pts.items()))
+        lines.append(f"| {algo} | {preset} | {values} |")
+    return "\n".join(lines)
+
+
 def metaworld_section() -> str:
     table = (RESULTS / "metaworld.md").read_text().strip()
     ablations = RESULTS / "ablations.md"
     text = (
         "**Meta-World comparison** (`qtransformer bench --profile cpu --jobs 2`; push-v3, "
         "100 episodes per preset, action repeat 4, 50 evaluation episodes per cell):\n\n"
-        f"{table}\n\n![curves](benchmarks/results/metaworld_curves.png)\n"
+        f"{table}\n\nThe course of training:\n\n{training_course()}\n\n"
+        "![curves](benchmarks/results/metaworld_curves.png)\n"
         "![bars](benchmarks/results/metaworld_bars.png)"
     )
     if ablations.exists():
