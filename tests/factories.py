@@ -25,3 +25,17 @@ def make_episode(T=4, success=True, task="push-v3", seed=0, images=False) -> Epi
         images=rng.integers(0, 255, (T + 1, 4, 4, 3), dtype=np.uint8) if images else None,
         kind="demo" if success else "failure",
     )
+
+
+def assert_same_episodes(expected: list[Episode], got: list[Episode]) -> None:
+    """Arrays equal and the same ends, task and instruction, episode by episode."""
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got, strict=True):
+        for f in ("observations", "actions", "rewards", "images"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+        assert (a.terminated, a.truncated, a.task, a.instruction) == (
+            b.terminated,
+            b.truncated,
+            b.task,
+            b.instruction,
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from factories import HIGH, LOW, make_episode
+from factories import HIGH, LOW, assert_same_episodes, make_episode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,15 +99,7 @@ def test_from_episodes_flattens_with_tasks_and_round_trips() -> None:
     assert data.timeouts.tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 0, 0]
     np.testing.assert_array_equal(data.observations[3:8], eps[1].observations[:-1])
     assert data.images.shape == (10, 4, 4, 3)
-    for a, b in zip(eps, data.to_episodes(), strict=True):
-        for f in ("observations", "actions", "rewards", "images"):
-            np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
-        assert (a.terminated, a.truncated, a.task, a.instruction) == (
-            b.terminated,
-            b.truncated,
-            b.task,
-            b.instruction,
-        )
+    assert_same_episodes(eps, data.to_episodes())
 
 
 def test_store_round_trip_memory_maps(tmp_path) -> None:

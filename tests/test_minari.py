@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import HIGH, LOW, make_episode
+from factories import HIGH, LOW, assert_same_episodes, make_episode
 
 import qtransformer as qt
 from qtransformer.data.minari_io import read_minari, write_minari
@@ -57,15 +57,7 @@ def test_round_trip_minari_flat_minari(episodes, tmp_path) -> None:
     )
     again, meta = read_minari(tmp_path / "b-v0")
     assert meta["tasks"] == ["push-v3", "reach-v3"]
-    for a, b in zip(episodes, again, strict=True):
-        for f in ("observations", "actions", "rewards", "images"):
-            np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
-        assert (a.terminated, a.truncated, a.task, a.instruction) == (
-            b.terminated,
-            b.truncated,
-            b.task,
-            b.instruction,
-        )
+    assert_same_episodes(episodes, again)
 
 
 def test_reads_a_plain_minari_dataset_of_another_origin(tmp_path, monkeypatch) -> None:
