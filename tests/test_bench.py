@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qtransformer.bench import PROFILES, BenchArgs, cells_of, finished, run_grid, summarize
+from qtransformer.bench import (
+    EXPLORATION,
+    PROFILES,
+    BenchArgs,
+    cells_of,
+    explore_cells,
+    explore_table,
+    finished,
+    run_grid,
+    summarize,
+)
 from qtransformer.data import metaworld as mw
 from qtransformer.evaluate import evaluate_metaworld
 
@@ -89,3 +99,41 @@ def test_cpu_profile_grid_has_every_cell() -> None:
     cells = cells_of(PROFILES["cpu"], ("qt", "bc", "bc-success", "iql", "cql", "dt"), True)
     assert len(cells) == 6 * 4 * 3 + 4 * 3
     assert len({c.key for c in cells}) == len(cells)
+
+
+def _record(algo: str, preset: str, seed: int, curve: list[tuple[int, float]]) -> dict:
+    rows = [
+        {
+            "algo": algo,
+            "dataset": preset,
+            "task": "push-v3",
+            "seed": seed,
+            "steps": k,
+            "success_rate": v,
+            "mean_success_length": 16.0 + seed,
+        }
+        for k, v in curve
+    ]
+    cell = {"algo": algo, "preset": preset, "seed": seed}
+    return {"cell": cell, "rows": rows, "q_success_start": 0.6, "q_failure_start": 0.4}
+
+
+def test_exploration_table_averages_each_evaluation_point_over_seeds() -> None:
+    profile = PROFILES["cpu"]
+    cells = explore_cells(profile)
+    assert {c.algo for c in cells} == {"qt", *EXPLORATION}
+    assert {c.preset for c in cells} == {"noisy", "suboptimal"} and {c.seed for c in cells} == {
+        0,
+        1,
+    }
+    records = {
+        "qt-16-bins__noisy__seed0": _record("qt-16-bins", "noisy", 0, [(500, 0.5), (1000, 0.7)]),
+        "qt-16-bins__noisy__seed1": _record("qt-16-bins", "noisy", 1, [(500, 0.7), (1000, 0.8)]),
+        "qt-16-bins__noisy__seed2": _record("qt-16-bins", "noisy", 2, [(500, 0.0), (1000, 0.0)]),
+        "bc__noisy__seed0": _record("bc", "noisy", 0, [(1000, 0.0)]),
+    }
+    table = explore_table(records, profile)
+    row = next(line for line in table.splitlines() if line.startswith("| qt-16-bins | noisy"))
+    # Seed 2 is outside the exploration seeds and bc is not a variant: both are ignored.
+    assert "| 2 | 500: 0.60, 1000: 0.75 | 0.75 | 16.5 | 0.60 / 0.40 |" in row
+    assert "| bc |" not in table

@@ -105,3 +105,18 @@ def test_batch_size_must_split_across_processes(tiny_arrays, monkeypatch) -> Non
     monkeypatch.setattr("qtransformer.trainer._init_distributed", lambda device: (0, 3))
     with pytest.raises(ValueError, match="divisible by 3"):
         qt.train(qt.OfflineDataset.from_arrays(**tiny_arrays), CFG)
+
+
+def test_cosine_schedule_follows_the_formula_and_reaches_zero(tiny_arrays) -> None:
+    _, cfg, sampler, learner = setup(tiny_arrays, lr_schedule="cosine", steps=4)
+    batch = sampler.batch(torch.arange(16))
+    seen = []
+    for _ in range(4):
+        learner.update(batch, metrics=False)
+        seen.append(learner.optimizer.param_groups[0]["lr"])
+    expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+    assert learner.learning_rate() == pytest.approx(0.0, abs=1e-15)
+    _, _, _, constant = setup(tiny_arrays, steps=4)
+    constant.update(batch, metrics=False)
+    assert constant.optimizer.param_groups[0]["lr"] == 1e-3

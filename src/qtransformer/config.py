@@ -44,6 +44,8 @@ class TrainConfig:
     """With several tasks in the data, give the network a task token (one-hot code)."""
     lr: float = 3e-4
     """AdamW learning rate."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """'cosine' decays the learning rate from ``lr`` to 0 over ``steps``."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
     grad_clip: float = 1.0

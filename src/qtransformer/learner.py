@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -102,6 +103,9 @@ class Learner:
         grad_norm = nn.utils.clip_grad_norm_(
             self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         )
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()
         self._update_target()
         self.step += 1
@@ -119,6 +123,14 @@ class Learner:
         ).tolist()  # one synchronization for all metrics
         names = ("loss", "td_loss", "conservative_loss", "q_data", "target", "grad_norm")
         return {f"train/{n}": v for n, v in zip(names, values, strict=True)}
+
+    def learning_rate(self) -> float:
+        """Learning rate of the next update (a function of the step, so resume is exact)."""
+        cfg = self.cfg
+        if cfg.lr_schedule == "constant":
+            return cfg.lr
+        progress = min(self.step / max(cfg.steps, 1), 1.0)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @torch.no_grad()
     def _update_target(self) -> None:
