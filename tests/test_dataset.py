@@ -104,3 +104,35 @@ def test_sampler_batches_follow_episode_structure(tiny_arrays) -> None:
     assert b.reward_sum[1] == 1.0 and b.bootstrap_discount[1] == 0.0  # terminal success
     torch.testing.assert_close(b.obs[2], obs[[5, 5]])  # a new episode starts at step 5
     assert b.mc_return[0] == pytest.approx(0.5**4)
+
+
+def test_sampler_reads_image_windows_beside_state_windows(tiny_arrays) -> None:
+    T = len(tiny_arrays["observations"])
+    images = np.random.default_rng(1).integers(0, 256, (T, 8, 8, 3), dtype=np.uint8)
+    data = qt.OfflineDataset.from_arrays(**tiny_arrays, images=images)
+    disc = ActionDiscretizer(data.action_low, data.action_high, 16)
+    s = TransitionSampler(data, disc, gamma=0.5, n_step=2, window=3, images=True)
+    idx = np.array([0, 3, 5, 11, 34])
+    b = s.batch(idx)
+    assert b.images.shape == (5, 3, 8, 8, 3) and b.images.dtype == torch.uint8
+    for k, t in enumerate(idx):
+        np.testing.assert_array_equal(b.images[k].numpy(), images[s.windows(np.array([t]))[0]])
+        boot = s.windows(s.bootstrap_index[[t]])[0]
+        np.testing.assert_array_equal(b.next_images[k].numpy(), images[boot])
+        np.testing.assert_array_equal(
+            b.obs[k].numpy(), tiny_arrays["observations"][s.windows(np.array([t]))[0]]
+        )
+    assert TransitionSampler(data, disc, 0.5, 1, 1).batch(idx).images is None  # not asked for
+    plain = qt.OfflineDataset.from_arrays(**tiny_arrays)
+    with pytest.raises(ValueError, match="asked for images but the dataset has none"):
+        TransitionSampler(plain, disc, 0.5, 1, 1, images=True)
+
+
+def test_instruction_embeddings_are_validated(tiny_arrays) -> None:
+    data = qt.OfflineDataset.from_arrays(**tiny_arrays)
+    with pytest.raises(ValueError, match=r"shape \(n_tasks=1, dim\), got \(2, 4\)"):
+        data.set_instruction_embeddings(np.zeros((2, 4), np.float32), "m")
+    with pytest.raises(ValueError, match="must be float32, got float64"):
+        data.set_instruction_embeddings(np.zeros((1, 4)), "m")
+    with pytest.raises(ValueError, match="need the name of the model"):
+        data.set_instruction_embeddings(np.zeros((1, 4), np.float32), None)

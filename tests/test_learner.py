@@ -71,16 +71,22 @@ def test_two_runs_with_one_seed_are_identical(tiny_arrays) -> None:
     )
 
 
-def test_resume_from_checkpoint_is_exact(tiny_arrays, tmp_path) -> None:
-    data = qt.OfflineDataset.from_arrays(**tiny_arrays)
-    cfg = qt.TrainConfig(**{**CFG.__dict__, "dropout": 0.1, "checkpoint_every": 5})
+def assert_resume_is_exact(data, cfg, stop: int, out) -> qt.Agent:
+    """Train straight through, and in two runs split at ``stop``: the weights must be equal."""
     straight = qt.train(data, cfg)
-    qt.train(data, qt.TrainConfig(**{**cfg.__dict__, "steps": 5}), out_dir=tmp_path)
-    resumed = qt.train(data, cfg, out_dir=tmp_path, resume=True)
+    qt.train(data, qt.TrainConfig(**{**cfg.__dict__, "steps": stop}), out_dir=out)
+    resumed = qt.train(data, cfg, out_dir=out, resume=True)
     for (n, p), q in zip(
         straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(p, q), n
+    return straight
+
+
+def test_resume_from_checkpoint_is_exact(tiny_arrays, tmp_path) -> None:
+    data = qt.OfflineDataset.from_arrays(**tiny_arrays)
+    cfg = qt.TrainConfig(**{**CFG.__dict__, "dropout": 0.1, "checkpoint_every": 5})
+    straight = assert_resume_is_exact(data, cfg, 5, tmp_path)
     loaded = qt.load_agent(tmp_path / "checkpoint")
     obs = tiny_arrays["observations"][:8]
     np.testing.assert_array_equal(loaded.act(obs), straight.act(obs))
@@ -120,3 +126,70 @@ def test_cosine_schedule_follows_the_formula_and_reaches_zero(tiny_arrays) -> No
     _, _, _, constant = setup(tiny_arrays, steps=4)
     constant.update(batch, metrics=False)
     assert constant.optimizer.param_groups[0]["lr"] == 1e-3
+
+
+IMAGE_CFG = {"image_channels": (4, 8), "image_tokens": 2}
+
+
+def image_data(arrays) -> qt.OfflineDataset:
+    T = len(arrays["observations"])
+    rng = np.random.default_rng(2)
+    return qt.OfflineDataset.from_arrays(
+        **arrays,
+        action_low=-np.ones(3),
+        action_high=np.ones(3),
+        images=rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8),
+        task_ids=np.repeat([0, 1], [17, 18]).astype(np.int32),
+        tasks=["a", "b"],
+    )
+
+
+@pytest.mark.parametrize("observation,loss", [("image", "q"), ("both", "q"), ("both", "bc")])
+def test_image_update_changes_every_parameter_film_included(tiny_arrays, observation, loss) -> None:
+    data = image_data(tiny_arrays)
+    cfg = qt.TrainConfig(
+        **{**CFG.__dict__, **IMAGE_CFG, "observation": observation, "loss": loss, "window": 2}
+    )
+    disc = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
+    sampler = TransitionSampler(data, disc, cfg.gamma, cfg.n_step, cfg.window, images=True)
+    learner = Learner(cfg, 6, 3, q_max=1.0, n_tasks=2, image_shape=(16, 16, 3))
+    film = [n for n, _ in learner.model.named_parameters() if ".film." in n]
+    assert film and all(
+        not p.any() for n, p in learner.model.named_parameters() if n in film
+    )  # identity at init
+    before = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
+    metrics = learner.update(sampler.batch(torch.arange(len(sampler))))
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert ("train/bc_accuracy" in metrics) == (loss == "bc")
+    for n, p in learner.model.named_parameters():
+        assert not torch.equal(p, before[n]), f"{n} did not change"
+
+
+def test_bc_update_minimizes_the_cross_entropy_of_the_data_bins(tiny_arrays) -> None:
+    data = image_data(tiny_arrays)
+    cfg = qt.TrainConfig(
+        **{**CFG.__dict__, **IMAGE_CFG, "observation": "both", "loss": "bc", "lr": 3e-3}
+    )
+    disc = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
+    sampler = TransitionSampler(data, disc, cfg.gamma, cfg.n_step, cfg.window, images=True)
+    learner = Learner(cfg, 6, 3, q_max=1.0, n_tasks=2, image_shape=(16, 16, 3))
+    batch = sampler.batch(torch.arange(len(sampler)))
+    first = learner.update(batch)["train/loss"]
+    assert first == pytest.approx(np.log(cfg.n_bins), rel=0.05)  # near uniform at init
+    for _ in range(40):
+        last = learner.update(batch)["train/loss"]
+    assert last < 0.5 * first
+    with pytest.raises(ValueError, match="q_heads=1"):
+        qt.TrainConfig(loss="bc", q_heads=2)
+
+
+def test_augmented_image_training_resumes_exactly(tiny_arrays, tmp_path) -> None:
+    data = image_data(tiny_arrays)
+    cfg = qt.TrainConfig(
+        **{**CFG.__dict__, **IMAGE_CFG, "observation": "image", "augment": True, "steps": 6}
+    )
+    straight = assert_resume_is_exact(data, cfg, 3, tmp_path)
+    plain = qt.train(data, qt.TrainConfig(**{**cfg.__dict__, "augment": False}))
+    assert not torch.equal(
+        plain.model.state_dict()["head.weight"], straight.model.state_dict()["head.weight"]
+    )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from qtransformer.loss import per_dimension_targets, q_transformer_loss
+from qtransformer.loss import behaviour_cloning_loss, per_dimension_targets, q_transformer_loss
 
 
 def reference_targets(target_q, next_first, reward_sum, disc, mc):
@@ -153,3 +153,24 @@ def test_shape_errors_name_the_argument() -> None:
         )
     with pytest.raises(ValueError, match="next_first_q"):
         per_dimension_targets(q, torch.zeros(2, 4), torch.zeros(2), torch.zeros(2))
+
+
+def test_behaviour_cloning_loss_equals_a_plain_cross_entropy() -> None:
+    rng = np.random.default_rng(4)
+    logits = rng.normal(scale=2.0, size=(3, 1, 2, 5))
+    bins = np.array([[0, 4], [2, 2], [1, 3]])
+    ce, hits = 0.0, 0
+    for b in range(3):
+        for i in range(2):
+            z = logits[b, 0, i]
+            ce += -(z[bins[b, i]] - np.log(np.exp(z).sum()))
+            hits += int(np.argmax(z) == bins[b, i])
+    out = behaviour_cloning_loss(torch.tensor(logits), torch.tensor(bins))
+    assert out.total.item() == pytest.approx(ce / 6, rel=1e-12)
+    assert out.accuracy.item() == pytest.approx(hits / 6)
+    # A network that puts all its mass on the data's bins pays almost nothing.
+    sure = torch.full((3, 1, 2, 5), -30.0, dtype=torch.float64)
+    sure.scatter_(-1, torch.tensor(bins)[:, None, :, None], 30.0)
+    assert behaviour_cloning_loss(sure, torch.tensor(bins)).total.item() < 1e-20
+    with pytest.raises(ValueError, match=r"data_bins must have shape \(3, 2\)"):
+        behaviour_cloning_loss(torch.tensor(logits), torch.tensor(bins[:, :1]))

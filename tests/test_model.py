@@ -119,3 +119,80 @@ def test_task_token_conditions_every_dimension_and_keeps_decoding_exact() -> Non
         assert torch.equal(model.greedy(obs, task, use_cache=False)[0], decoded)
     with pytest.raises(ValueError, match="conditioned on 3 tasks: pass task"):
         model(obs, bins)
+
+
+def image_model(seed: int = 0, **kw) -> QTransformer:
+    return random_model(
+        seed,
+        **{
+            "observation": "both",
+            "image_shape": (16, 16, 3),
+            "image_tokens": 2,
+            "image_channels": (4, 8),
+            "n_tasks": 3,
+            "task_dim": 6,
+            "task_features": "instruction",
+            **kw,
+        },
+    )
+
+
+def image_inputs(model: QTransformer, B: int = 8, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    c = model.cfg
+    obs, bins = inputs(model, B, seed)
+    images = torch.randint(0, 256, (B, c.window, *c.image_shape), generator=g, dtype=torch.uint8)
+    features = torch.randn(B, c.task_dim, generator=g)
+    return obs, images, bins, features
+
+
+def test_image_prefix_layout() -> None:
+    both = image_model()
+    assert both.cfg.tokens_per_frame == 3 and both.cfg.prefix_len == 1 + 2 * 3
+    image_only = image_model(observation="image", n_tasks=1, task_dim=0)
+    assert image_only.encoder is None and image_only.cfg.prefix_len == 2 * 2
+    obs, images, bins, _ = image_inputs(image_only)
+    assert image_only(None, bins, images=images).shape == (8, 1, 4, 11)
+    assert image_only.image_encoder is not None and image_only.image_encoder.film is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("observation", ["image", "both"])
+def test_kv_cache_decoding_equals_full_forward_argmax_with_images_and_instructions(
+    seed: int, observation: str
+) -> None:
+    model = image_model(seed, observation=observation, q_heads=2).double()
+    obs, images, _, features = image_inputs(model, B=16, seed=seed + 20)
+    obs, features = obs.double(), features.double()
+    bins, qs = model.greedy(obs, features, images=images)
+    full = model(obs, bins, features, images).amin(dim=1)  # (B, dA, N)
+    assert torch.equal(full.argmax(-1), bins)
+    torch.testing.assert_close(qs, full.gather(-1, bins[..., None])[..., 0].to(qs.dtype))
+    assert torch.equal(model.greedy(obs, features, use_cache=False, images=images)[0], bins)
+
+
+def test_feature_vectors_and_task_indices_condition_alike() -> None:
+    model = image_model(1)
+    obs, images, bins, _ = image_inputs(model)
+    table = torch.randn(3, 6)
+    model.set_task_features(table)
+    ids = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    by_index = model(obs, bins, ids, images)
+    torch.testing.assert_close(model(obs, bins, table[ids], images), by_index, rtol=0, atol=0)
+    other = model(obs, bins, torch.randn(8, 6), images)
+    assert not torch.allclose(other, by_index)
+
+
+def test_image_model_inputs_are_checked() -> None:
+    model = image_model()
+    obs, images, bins, features = image_inputs(model)
+    with pytest.raises(ValueError, match="reads images.*pass images"):
+        model(obs, bins, features)
+    with pytest.raises(ValueError, match=r"\(8, task_dim=6\), got \(8, 5\)"):
+        model(obs, bins, features[:, :5], images)
+    with pytest.raises(ValueError, match="images must be uint8"):
+        model(obs, bins, features, images.float())
+    with pytest.raises(ValueError, match="reads state vectors"):
+        model(None, bins, features, images)
+    with pytest.raises(ValueError, match="needs image_shape"):
+        ModelConfig(obs_dim=3, action_dim=2, observation="image")

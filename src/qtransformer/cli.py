@@ -60,6 +60,9 @@ class CollectArgs:
     """Camera for the images."""
     jpeg: bool = False
     """Store images JPEG-encoded (smaller, lossy)."""
+    embed_instructions: bool = False
+    """Compute the instruction embeddings now (all-MiniLM-L6-v2, needs the language extra)
+    and store them with the dataset, so training on instructions needs no language model."""
     workers: int = 2
     """Collection processes."""
     seed: int = 0
@@ -92,6 +95,9 @@ class EvalArgs:
     """GIFs of this many episodes per task, written next to the JSON."""
     out: Path = Path("runs/eval/eval.json")
     """Results as JSON."""
+    instructions: Path | None = None
+    """JSON file {task: instruction} replacing the trained instructions (e.g. held-out
+    paraphrases); needs an agent trained with --task-features instruction."""
 
 
 @dataclass
@@ -162,6 +168,12 @@ def run_collect(args: CollectArgs) -> None:
         image_size=args.image_size,
         camera=args.camera,
     )
+    vectors, model_name = None, None
+    if args.embed_instructions:
+        from qtransformer.language import MODEL_NAME, embedding_table
+
+        vectors = embedding_table([ep.instruction for ep in episodes])
+        model_name = MODEL_NAME
     env_spec = None
     if len(tasks) == 1:  # Minari can then recreate the environment: recover_environment()
         env_spec = mw.env_spec(
@@ -186,6 +198,8 @@ def run_collect(args: CollectArgs) -> None:
         },
         jpeg=args.jpeg,
         overwrite=args.overwrite,
+        instruction_embeddings=vectors,
+        embedding_model=model_name,
     )
     seconds = time.perf_counter() - t0
     info = mw.summary(episodes)
@@ -217,6 +231,11 @@ def run_eval(args: EvalArgs) -> None:
 
     agent = load_agent(args.agent)
     tasks = mw.resolve_tasks(args.tasks) if args.tasks else agent.tasks
+    instructions = None
+    if args.instructions is not None:
+        instructions = json.loads(args.instructions.read_text())
+        if not isinstance(instructions, dict):
+            raise SystemExit(f"{args.instructions} must hold a JSON object {{task: instruction}}")
     results = evaluate_metaworld(
         AgentPolicy(agent),
         tasks,
@@ -229,6 +248,7 @@ def run_eval(args: EvalArgs) -> None:
         video_dir=args.out.parent / "videos",
         video_episodes=args.videos,
         progress=True,
+        instructions=instructions,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {

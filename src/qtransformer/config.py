@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from qtransformer.model import ModelConfig
+from qtransformer.model import ModelConfig, ObservationKind, TaskFeatures
 
 
 @dataclass
@@ -41,7 +41,25 @@ class TrainConfig:
     q_heads: int = 1
     """Q output heads; 2 = clipped double Q (min over heads in targets and acting)."""
     task_conditioning: bool = True
-    """With several tasks in the data, give the network a task token (one-hot code)."""
+    """Give the network a task token when the data has several tasks (or, with
+    task_features='instruction', always), and FiLM-condition its image encoder on it."""
+    task_features: TaskFeatures = "onehot"
+    """What conditions the network: 'onehot' task codes, or 'instruction' embeddings
+    (all-MiniLM-L6-v2, cached with the dataset; acting on new instructions then works)."""
+    observation: ObservationKind = "state"
+    """What the network sees of each step: 'state' vectors, camera 'image's, or 'both'."""
+    image_tokens: int = 4
+    """Tokens per camera frame."""
+    image_channels: tuple[int, ...] = (16, 32, 48, 64)
+    """Image encoder widths: the stride-2 stem's, then one stride-2 MBConv block per entry."""
+    augment: bool = False
+    """Random-shift augmentation of the images during training (replicate pad and crop)."""
+    augment_pad: int = 4
+    """Largest shift in pixels of the augmentation."""
+    loss: Literal["q", "bc"] = "q"
+    """'q': Q-Transformer (paper eq. 1 and 2); 'bc': behaviour cloning on the same network,
+    cross-entropy of the data's bins per dimension, teacher-forced (greedy decoding then
+    gives the most likely action)."""
     lr: float = 3e-4
     """AdamW learning rate."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -64,9 +82,42 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Steps between checkpoints when an output directory is given; 0: only at the end."""
 
-    def model_config(self, obs_dim: int, action_dim: int, n_tasks: int = 1) -> ModelConfig:
-        """The network shape these hyperparameters describe, for given data dimensions."""
-        conditioned = self.task_conditioning and n_tasks > 1
+    def __post_init__(self) -> None:
+        if self.loss not in ("q", "bc"):
+            raise ValueError(f"loss must be 'q' or 'bc', got {self.loss!r}")
+        if self.loss == "bc" and self.q_heads != 1:
+            raise ValueError("loss='bc' trains one head: set q_heads=1")
+        if self.augment_pad < 0:
+            raise ValueError(f"augment_pad must be >= 0, got {self.augment_pad}")
+
+    def conditioned(self, n_tasks: int) -> bool:
+        """Whether the network gets a task token for data with ``n_tasks`` tasks."""
+        wanted = n_tasks > 1 or self.task_features == "instruction"
+        return self.task_conditioning and wanted
+
+    def model_config(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        n_tasks: int = 1,
+        image_shape: tuple[int, int, int] | None = None,
+        task_dim: int | None = None,
+    ) -> ModelConfig:
+        """The network shape these hyperparameters describe, for given data dimensions.
+
+        Args:
+            obs_dim: Length of a state vector.
+            action_dim: Action dimensions.
+            n_tasks: Tasks in the data.
+            image_shape: ``(H, W, C)`` of the data's frames (needed to observe images).
+            task_dim: Length of a task feature vector; default ``n_tasks`` (one-hot).
+        """
+        conditioned = self.conditioned(n_tasks)
+        if self.observation != "state" and image_shape is None:
+            raise ValueError(
+                f"observation={self.observation!r} needs a dataset with images "
+                "(collect with --image-size 64)"
+            )
         return ModelConfig(
             obs_dim=obs_dim,
             action_dim=action_dim,
@@ -78,5 +129,10 @@ class TrainConfig:
             dropout=self.dropout,
             q_heads=self.q_heads,
             n_tasks=n_tasks,
-            task_dim=n_tasks if conditioned else 0,
+            task_dim=(n_tasks if task_dim is None else task_dim) if conditioned else 0,
+            task_features=self.task_features,
+            observation=self.observation,
+            image_shape=image_shape if self.observation != "state" else None,
+            image_tokens=self.image_tokens,
+            image_channels=tuple(self.image_channels),
         )

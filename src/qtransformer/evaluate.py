@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-BatchPolicy = Callable[[np.ndarray], np.ndarray]
+BatchPolicy = Callable[[Any], np.ndarray]
+"""Observations of all environments (an array, or a dict of arrays) -> actions ``(B, dA)``."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,21 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _stack(items: Sequence[Any]) -> Any:
+    """Observations of several environments as one batch (dict observations key by key)."""
+    if isinstance(items[0], Mapping):
+        return {k: np.stack([item[k] for item in items]) for k in items[0]}
+    return np.stack(items)
+
+
+def _set_row(batch: Any, i: int, item: Any) -> None:
+    if isinstance(batch, dict):
+        for k, v in item.items():
+            batch[k][i] = v
+    else:
+        batch[i] = item
+
+
 def evaluate(
     make_policy: Callable[[int], BatchPolicy],
     envs: Sequence[gym.Env],
@@ -71,7 +87,7 @@ def evaluate(
     while k < episodes:
         wave = envs[: min(len(envs), episodes - k)]
         policy = make_policy(len(wave))
-        obs = np.stack([env.reset(seed=seed + k + i)[0] for i, env in enumerate(wave)])
+        obs = _stack([env.reset(seed=seed + k + i)[0] for i, env in enumerate(wave)])
         active = np.ones(len(wave), dtype=bool)
         length = np.zeros(len(wave), dtype=np.int64)
         ret = np.zeros(len(wave))
@@ -80,7 +96,7 @@ def evaluate(
             actions = policy(obs)
             for i in np.flatnonzero(active):
                 o, r, term, trunc, info = wave[int(i)].step(actions[i])
-                obs[i] = o
+                _set_row(obs, int(i), o)
                 length[i] += 1
                 ret[i] += r
                 success[i] |= bool(info.get("success", False))
@@ -119,8 +135,15 @@ def evaluate_metaworld(
     video_dir: str | Path | None = None,
     video_episodes: int = 0,
     progress: bool = False,
+    instructions: Mapping[str, str] | None = None,
+    image_size: int | None = None,
+    camera: str | None = None,
 ) -> dict[str, EvalResult]:
     """Evaluate a policy on Meta-World tasks: ``num_envs`` environments stepped together.
+
+    A policy whose ``observation`` attribute is ``"image"`` or ``"both"`` gets rendered frames
+    as ``{"state", "image"}`` dicts, at the size and camera of its training data; one whose
+    ``reads_instructions`` is true is told each task by its instruction (``instruction=``).
 
     Args:
         policy: A :class:`qtransformer.baselines.Policy` (``act(obs, task)``, ``reset(n)``);
@@ -133,15 +156,40 @@ def evaluate_metaworld(
         action_repeat: Env steps per decision, as in the data.
         multi_task: Pass the task name to ``act``; default: when there are several tasks.
         video_dir: Write GIFs of the first ``video_episodes`` episodes of each task here.
-        video_episodes: Episodes per task to film (rendered again at 128 px, same seeds).
+        video_episodes: Episodes per task to film (rendered again, same seeds: at 128 px, or
+            at the policy's own size for an image policy).
         progress: Show a progress bar over tasks.
+        instructions: Task -> instruction to use instead of the task's own (held-out
+            paraphrases); needs a policy that reads instructions.
+        image_size: Frame size for an image policy; default: the policy's ``image_size``.
+        camera: Camera for an image policy; default: the policy's ``camera``, else "corner".
 
     Returns:
         One :class:`EvalResult` per task; ``mean_success_length`` counts decisions.
+
+    Raises:
+        ValueError: for instructions of tasks not evaluated, instructions given to a policy
+            that does not read them, or an image policy without a frame size.
     """
-    from qtransformer.data.metaworld import MetaWorldTask
+    from qtransformer.data.metaworld import INSTRUCTIONS, MetaWorldTask
 
     named = len(tasks) > 1 if multi_task is None else multi_task
+    reads_instructions = bool(getattr(policy, "reads_instructions", False))
+    if instructions is not None:
+        extra = sorted(set(instructions) - set(tasks))
+        if extra:
+            raise ValueError(f"instructions given for tasks not evaluated: {extra}")
+        if not reads_instructions:
+            raise ValueError(
+                "instructions= needs a policy conditioned on instructions "
+                "(an agent trained with task_features='instruction')"
+            )
+    size, cam = None, "corner"
+    if getattr(policy, "observation", "state") != "state":
+        size = image_size or getattr(policy, "image_size", None)
+        cam = camera or getattr(policy, "camera", None) or "corner"
+        if size is None:
+            raise ValueError("this policy reads images: pass image_size (the data's frame size)")
     base = EVAL_SEED_OFFSET + seed * 100_000
     results = {}
     iterator: Any = tasks
@@ -150,52 +198,96 @@ def evaluate_metaworld(
 
         iterator = tqdm(tasks, desc="eval", unit="task")
     for task in iterator:
-        envs = [MetaWorldTask(task, max_steps, action_repeat) for _ in range(num_envs)]
-        name = task if named else None
+        condition: dict[str, Any] = {"task": task if named else None}
+        if reads_instructions:
+            condition = {"instruction": (instructions or {}).get(task, INSTRUCTIONS[task])}
+        envs = [
+            MetaWorldTask(task, max_steps, action_repeat, image_size=size, camera=cam)
+            for _ in range(num_envs)
+        ]
 
-        def make(n: int, name: str | None = name) -> BatchPolicy:
+        def make(n: int, condition: dict[str, Any] = condition) -> BatchPolicy:
             policy.reset(n)
-            return lambda obs: policy.act(obs, name)
+            return lambda obs: policy.act(obs, **condition)
 
-        results[task] = evaluate(make, envs, episodes, seed=base)
+        try:
+            results[task] = evaluate(make, envs, episodes, seed=base)
+        finally:
+            for env in envs:
+                env.close()
         if video_dir is not None and video_episodes > 0:
-            film(policy, task, name, video_episodes, base, max_steps, action_repeat, video_dir)
+            film(
+                policy,
+                task,
+                condition,
+                video_episodes,
+                base,
+                max_steps,
+                action_repeat,
+                video_dir,
+                size=size or 128,
+                camera=cam,
+                policy_sees_images=size is not None,
+            )
     return results
 
 
 def film(
     policy: Any,
     task: str,
-    name: str | None,
+    condition: Mapping[str, Any],
     episodes: int,
     seed: int,
     max_steps: int,
     action_repeat: int,
     video_dir: str | Path,
     size: int = 128,
+    camera: str = "corner",
+    policy_sees_images: bool = False,
 ) -> list[Path]:
-    """Record ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) as GIFs."""
+    """Record ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) as GIFs.
+
+    Args:
+        policy: The policy; ``act(obs, **condition)`` gives its actions.
+        task: Meta-World task.
+        condition: ``{"task": ...}`` or ``{"instruction": ...}`` for ``act``.
+        episodes: Episodes to film.
+        seed: Seed of the first.
+        max_steps: Time limit in env steps.
+        action_repeat: Env steps per decision.
+        video_dir: Where the GIFs go.
+        size: Frame size in px.
+        camera: Camera.
+        policy_sees_images: Give the policy the ``{"state", "image"}`` dict (an image policy,
+            whose frames then are the video's); else the state vector.
+    """
     from PIL import Image
 
     from qtransformer.data.metaworld import MetaWorldTask
 
     out = Path(video_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env = MetaWorldTask(task, max_steps, action_repeat, image_size=size)
+    env = MetaWorldTask(task, max_steps, action_repeat, image_size=size, camera=camera)
     paths = []
-    for k in range(episodes):
-        policy.reset(1)
-        obs, _ = env.reset(seed=seed + k)
-        frames = [obs["image"]]
-        done, success = False, False
-        while not done:
-            action = policy.act(obs["state"][None], name)[0]
-            obs, _, success, truncated, _ = env.step(action)
-            frames.append(obs["image"])
-            done = success or truncated
-        path = out / f"{task}_ep{k}_{'success' if success else 'failure'}.gif"
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=50, loop=0)
-        paths.append(path)
-    env.close()
+    try:
+        for k in range(episodes):
+            policy.reset(1)
+            obs, _ = env.reset(seed=seed + k)
+            frames = [obs["image"]]
+            done, success = False, False
+            while not done:
+                if policy_sees_images:
+                    view: Any = {key: v[None] for key, v in obs.items()}
+                else:
+                    view = obs["state"][None]
+                action = policy.act(view, **condition)[0]
+                obs, _, success, truncated, _ = env.step(action)
+                frames.append(obs["image"])
+                done = success or truncated
+            path = out / f"{task}_ep{k}_{'success' if success else 'failure'}.gif"
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(path, save_all=True, append_images=images[1:], duration=50, loop=0)
+            paths.append(path)
+    finally:
+        env.close()
     return paths

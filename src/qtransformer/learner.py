@@ -12,12 +12,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import Batch
-from qtransformer.loss import per_dimension_targets, q_transformer_loss
+from qtransformer.encoders import random_shift
+from qtransformer.loss import behaviour_cloning_loss, per_dimension_targets, q_transformer_loss
 from qtransformer.model import QTransformer
 
 
 class Learner:
     """Q-Transformer learner: AdamW on the online network, Polyak-averaged target.
+
+    With ``cfg.loss == "bc"`` the same network is trained by behaviour cloning instead
+    (:func:`~qtransformer.loss.behaviour_cloning_loss`); the target is then left unused.
 
     Args:
         cfg: Training hyperparameters (they include the network's shape).
@@ -30,6 +34,9 @@ class Learner:
         obs_std: Per-feature observation standard deviation.
         distributed: Wrap the online network in DistributedDataParallel (process group
             must already be initialized).
+        image_shape: ``(H, W, C)`` of the data's camera frames, for image observations.
+        task_features: The task feature table ``(n_tasks, task_dim)`` (instruction
+            embeddings); default: one-hot codes.
     """
 
     def __init__(
@@ -43,6 +50,8 @@ class Learner:
         obs_mean: torch.Tensor | None = None,
         obs_std: torch.Tensor | None = None,
         distributed: bool = False,
+        image_shape: tuple[int, int, int] | None = None,
+        task_features: torch.Tensor | None = None,
     ) -> None:
         if q_max <= 0:
             raise ValueError(f"q_max must be positive, got {q_max}")
@@ -52,8 +61,12 @@ class Learner:
         # Initialization depends on the seed alone, without touching the global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.model = QTransformer(cfg.model_config(obs_dim, action_dim, n_tasks))
-        if obs_mean is not None and obs_std is not None:
+            task_dim = None if task_features is None else int(task_features.shape[1])
+            mcfg = cfg.model_config(obs_dim, action_dim, n_tasks, image_shape, task_dim)
+            self.model = QTransformer(mcfg)
+        if task_features is not None and self.model.task_proj is not None:
+            self.model.set_task_features(task_features)
+        if obs_mean is not None and obs_std is not None and self.model.encoder is not None:
             self.model.encoder.set_normalization(obs_mean, obs_std)
         self.model.to(self.device)
         # The target is evaluated in eval mode (no dropout) and never trained directly.
@@ -84,9 +97,12 @@ class Learner:
         self.model.train()
         b = batch.to(self.device)
         task = b.task if self.model.task_proj is not None else None
+        images, next_images = self._images(b)
+        if cfg.loss == "bc":
+            return self._bc_update(b, task, images, metrics)
         with torch.no_grad():
-            target_q = self.target(b.obs, b.bins, task)  # (B, H, dA, N)
-            next_q = self.target.first_dim_q(b.next_obs, task)  # (B, H, N)
+            target_q = self.target(b.obs, b.bins, task, images)  # (B, H, dA, N)
+            next_q = self.target.first_dim_q(b.next_obs, task, next_images)  # (B, H, N)
             targets = per_dimension_targets(
                 target_q,
                 next_q,
@@ -94,21 +110,11 @@ class Learner:
                 b.bootstrap_discount,
                 b.mc_return / self.q_max if cfg.mc_lower_bound else None,
             )
-        q = self.net(b.obs, b.bins, task)  # (B, H, dA, N)
+        q = self.net(b.obs, b.bins, task, images)  # (B, H, dA, N)
         out = q_transformer_loss(
             q, b.bins, targets, b.td_valid, cfg.conservative_weight, cfg.conservative
         )
-        self.optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        grad_norm = nn.utils.clip_grad_norm_(
-            self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        )
-        lr = self.learning_rate()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self._update_target()
-        self.step += 1
+        grad_norm = self._step(out.total)
         if not metrics:
             return {}
         values = torch.stack(
@@ -131,6 +137,53 @@ class Learner:
             return cfg.lr
         progress = min(self.step / max(cfg.steps, 1), 1.0)
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _images(self, b: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The batch's frame windows, randomly shifted when augmentation is on.
+
+        The online and the target network see the same shifted frames of a step, so the
+        target of a dimension is computed on exactly the input its Q is regressed from.
+        """
+        if self.model.image_encoder is None:
+            return None, None
+        if b.images is None or b.next_images is None:
+            raise ValueError("this model reads images: the batch has none (sampler images=True)")
+        if not self.cfg.augment:
+            return b.images, b.next_images
+        pad = self.cfg.augment_pad
+        return random_shift(b.images, pad), random_shift(b.next_images, pad)
+
+    def _step(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward, clip, AdamW step and target update; returns the gradient norm."""
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(
+            self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self._update_target()
+        self.step += 1
+        return grad_norm
+
+    def _bc_update(
+        self,
+        b: Batch,
+        task: torch.Tensor | None,
+        images: torch.Tensor | None,
+        metrics: bool,
+    ) -> dict[str, float]:
+        logits = self.net(b.obs, b.bins, task, images, logits=True)  # (B, H, dA, N)
+        out = behaviour_cloning_loss(logits, b.bins)
+        grad_norm = self._step(out.total)
+        if not metrics:
+            return {}
+        values = torch.stack([out.total.detach(), out.accuracy, grad_norm]).tolist()
+        names = ("loss", "bc_accuracy", "grad_norm")
+        return {f"train/{n}": v for n, v in zip(names, values, strict=True)}
 
     @torch.no_grad()
     def _update_target(self) -> None:

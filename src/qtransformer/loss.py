@@ -123,3 +123,38 @@ def q_transformer_loss(
         q_data=q_data.detach(),
         targets=targets.detach(),
     )
+
+
+@dataclass(frozen=True)
+class BCLossOutput:
+    """Behaviour-cloning loss on the Q network's logits.
+
+    Attributes:
+        total: Mean cross-entropy over samples, dimensions and heads, the scalar to minimize.
+        accuracy: Fraction of (sample, dimension) entries whose most likely bin is the
+            data's, detached.
+    """
+
+    total: torch.Tensor
+    accuracy: torch.Tensor
+
+
+def behaviour_cloning_loss(logits: torch.Tensor, data_bins: torch.Tensor) -> BCLossOutput:
+    """Discretized autoregressive behaviour cloning: ``-log softmax(logits_i)[a_data^i]``.
+
+    The network reads the data's bins of dims ``< i`` when predicting dim ``i`` (teacher
+    forcing, the same pass as the Q loss), so greedy decoding of a network trained this way
+    gives the most likely action dimension by dimension: the baseline that Q-Transformer
+    must beat from the same inputs.
+
+    Args:
+        logits: ``(B, H, dA, N)`` from ``model(..., logits=True)``.
+        data_bins: ``(B, dA)`` bins of the dataset's actions.
+    """
+    B, H, dA, N = logits.shape
+    if data_bins.shape != (B, dA):
+        raise ValueError(f"data_bins must have shape {(B, dA)}, got {tuple(data_bins.shape)}")
+    target = data_bins[:, None].expand(B, H, dA)
+    ce = F.cross_entropy(logits.reshape(-1, N), target.reshape(-1))
+    hits = logits.detach().argmax(-1) == target  # (B, H, dA)
+    return BCLossOutput(total=ce, accuracy=hits.float().mean())

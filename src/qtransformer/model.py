@@ -2,27 +2,38 @@
 
 Token sequence for one sample:
 
-    [task] [frame_1 .. frame_w tokens] [start] [bin of dim 1] ... [bin of dim dA-1]
-                                   |          |                    |
-                                 Q dim 1    Q dim 2      ...     Q dim dA
+    [task] [frame_1 tokens] .. [frame_w tokens] [start] [bin of dim 1] ... [bin of dim dA-1]
+                                                   |          |                    |
+                                                 Q dim 1    Q dim 2      ...     Q dim dA
 
-A causal mask lets the output at action token i see the observations and the bins of
-dims < i only, so one teacher-forced pass gives every dimension's Q at once, and greedy
-decoding can reuse the attention cache: one pass over the prefix, then one token per dim.
-The task token (multi-task data) projects a row of a fixed task feature table: a one-hot
-code or an instruction embedding.
+where a frame is ``[image tokens] [state token]``, either part optional
+(``ModelConfig.observation``). A causal mask lets the output at action token i see the
+observations and the bins of dims < i only, so one teacher-forced pass gives every
+dimension's Q at once, and greedy decoding can reuse the attention cache: one pass over the
+prefix, then one token per dim.
+
+Conditioning (multi-task data, or instructions) is a feature vector per sample: a one-hot
+task code or an instruction embedding. Callers give either task indices into the model's
+fixed task feature table, or the vectors themselves (an instruction never seen in training).
+The vector is projected to the task token and, for image models, modulates every block of
+the image encoder (FiLM).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qtransformer.encoders import StateEncoder
+from qtransformer.encoders import ImageEncoder, StateEncoder
+
+ObservationKind = Literal["state", "image", "both"]
+TaskFeatures = Literal["onehot", "instruction"]
+OBSERVATION_KINDS = ("state", "image", "both")
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -53,11 +64,53 @@ class ModelConfig:
     """Number of tasks (rows of the task feature table)."""
     task_dim: int = 0
     """Size of a task's feature vector (one-hot or instruction embedding); 0: no task token."""
+    task_features: TaskFeatures = "onehot"
+    """What the task feature table holds: one-hot task codes or instruction embeddings."""
+    observation: ObservationKind = "state"
+    """What a frame is made of: the state vector, the camera image, or both."""
+    image_shape: tuple[int, int, int] | None = None
+    """``(H, W, C)`` of a camera frame; required when images are observed."""
+    image_tokens: int = 4
+    """Tokens per camera frame (an adaptive average pool to a near-square grid)."""
+    image_channels: tuple[int, ...] = (16, 32, 48, 64)
+    """Image encoder widths: the stem's, then one stride-2 MBConv block per further entry."""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists back; the config is frozen and compared, so store tuples.
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        object.__setattr__(self, "image_channels", tuple(int(c) for c in self.image_channels))
+        if self.observation not in OBSERVATION_KINDS:
+            raise ValueError(
+                f"observation must be one of {OBSERVATION_KINDS}, got {self.observation!r}"
+            )
+        if self.uses_images and (self.image_shape is None or len(self.image_shape) != 3):
+            raise ValueError(
+                f"observation={self.observation!r} needs image_shape (H, W, C), "
+                f"got {self.image_shape}"
+            )
+        if self.task_features not in ("onehot", "instruction"):
+            raise ValueError(
+                f"task_features must be 'onehot' or 'instruction', got {self.task_features!r}"
+            )
+
+    @property
+    def uses_images(self) -> bool:
+        return self.observation in ("image", "both")
+
+    @property
+    def uses_state(self) -> bool:
+        return self.observation in ("state", "both")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        image = self.image_tokens if self.uses_images else 0
+        return image + int(self.uses_state) * StateEncoder.tokens_per_frame
 
     @property
     def prefix_len(self) -> int:
         """Tokens before the start token: the task token (if any) and the frames."""
-        return int(self.task_dim > 0) + self.window * StateEncoder.tokens_per_frame
+        return int(self.task_dim > 0) + self.window * self.tokens_per_frame
 
     @property
     def seq_len(self) -> int:
@@ -129,7 +182,10 @@ class QTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = StateEncoder(cfg.obs_dim, cfg.d_model)
+        # Named `encoder` as before images existed, so saved state models still load.
+        self.encoder: StateEncoder | None = None
+        if cfg.uses_state:
+            self.encoder = StateEncoder(cfg.obs_dim, cfg.d_model)
         self.task_proj: nn.Linear | None = None
         if cfg.task_dim > 0:
             self.register_buffer("task_table", torch.eye(cfg.n_tasks, cfg.task_dim))
@@ -142,12 +198,23 @@ class QTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.q_heads * cfg.n_bins)
+        # Built last, so a state-only network draws the same initial weights as ever.
+        self.image_encoder: ImageEncoder | None = None
+        if cfg.uses_images:
+            assert cfg.image_shape is not None  # checked by ModelConfig
+            self.image_encoder = ImageEncoder(
+                cfg.image_shape, cfg.d_model, cfg.image_tokens, cfg.image_channels, cfg.task_dim
+            )
         self.apply(self._init)
         nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.start, std=0.02)
         for name, p in self.named_parameters():
+            if name.startswith("image_encoder."):
+                continue  # convolutions keep their own init
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        if self.image_encoder is not None:
+            self.image_encoder.reset_film()  # identity at init, as the FiLM docstring says
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -157,7 +224,12 @@ class QTransformer(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
-    def _check_obs(self, obs: torch.Tensor) -> None:
+    def _check_obs(self, obs: torch.Tensor | None) -> None:
+        if obs is None:
+            raise ValueError(
+                f"this model reads state vectors (observation={self.cfg.observation!r}): "
+                f"pass obs (B, window={self.cfg.window}, {self.cfg.obs_dim})"
+            )
         if obs.dim() != 3 or obs.shape[1] != self.cfg.window:
             raise ValueError(
                 f"observations must have shape (B, window={self.cfg.window}, obs_dim), "
@@ -173,20 +245,75 @@ class QTransformer(nn.Module):
         """Set the task feature table ``(n_tasks, task_dim)`` (instruction embeddings)."""
         if self.task_proj is None:
             raise ValueError("this model has no task token (task_dim = 0)")
+        if tuple(features.shape) != tuple(self.task_table.shape):
+            raise ValueError(
+                f"task features must have shape {tuple(self.task_table.shape)}, "
+                f"got {tuple(features.shape)}"
+            )
         self.task_table.copy_(features)
 
-    def _prefix(self, obs: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
-        """[task] + observation tokens + the start token, with positions. (B, P + 1, D)"""
-        self._check_obs(obs)
-        B = obs.shape[0]
-        parts = [self.encoder(obs), self.start.expand(B, 1, -1)]
-        if self.task_proj is not None:
-            if task is None:
+    def task_vectors(self, task: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """Conditioning vectors ``(B, task_dim)`` from task indices ``(B,)`` or the vectors
+        themselves ``(B, task_dim)``; None when the model has no task token."""
+        if self.task_proj is None:
+            return None
+        c = self.cfg
+        if task is None:
+            raise ValueError(f"this model is conditioned on {c.n_tasks} tasks: pass task")
+        if not task.is_floating_point():
+            if task.shape != (batch,):
                 raise ValueError(
-                    f"this model is conditioned on {self.cfg.n_tasks} tasks: pass task"
+                    f"task indices must have shape ({batch},), got {tuple(task.shape)}"
                 )
-            feats = self.task_table[task]  # (B, task_dim)
-            parts.insert(0, self.task_proj(feats)[:, None])
+            return self.task_table[task]  # (B, task_dim)
+        if task.shape != (batch, c.task_dim):
+            raise ValueError(
+                f"task feature vectors must have shape ({batch}, task_dim={c.task_dim}), "
+                f"got {tuple(task.shape)}"
+            )
+        return task.to(self.task_table.dtype)
+
+    def _frames(
+        self, obs: torch.Tensor | None, images: torch.Tensor | None, cond: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Observation tokens, frame by frame: ``(B, w * tokens_per_frame, D)``."""
+        c = self.cfg
+        parts = []
+        if self.image_encoder is not None:
+            if images is None:
+                raise ValueError(
+                    f"this model reads images (observation={c.observation!r}): pass images "
+                    f"(B, window={c.window}, H, W, C) uint8"
+                )
+            self.image_encoder.check(images, c.window)
+            tok = self.image_encoder(images, cond)  # (B, w k, D)
+            parts.append(tok.view(tok.shape[0], c.window, c.image_tokens, -1))
+        if self.encoder is not None:
+            self._check_obs(obs)
+            assert obs is not None
+            parts.append(self.encoder(obs)[:, :, None])  # (B, w, 1, D)
+        x = torch.cat(parts, dim=2)  # (B, w, tokens_per_frame, D)
+        return x.flatten(1, 2)
+
+    @staticmethod
+    def _batch_size(obs: torch.Tensor | None, images: torch.Tensor | None) -> int:
+        ref = images if images is not None else obs
+        if ref is None:
+            raise ValueError("pass observations: obs (B, w, obs_dim) and/or images")
+        return int(ref.shape[0])
+
+    def _prefix(
+        self,
+        obs: torch.Tensor | None,
+        task: torch.Tensor | None,
+        images: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[task] + observation tokens + the start token, with positions. (B, P + 1, D)"""
+        B = self._batch_size(obs, images)
+        cond = self.task_vectors(task, B)
+        parts = [self._frames(obs, images, cond), self.start.expand(B, 1, -1)]
+        if self.task_proj is not None and cond is not None:
+            parts.insert(0, self.task_proj(cond)[:, None])
         x = torch.cat(parts, dim=1)
         return x + self.pos[: x.shape[1]]
 
@@ -198,58 +325,83 @@ class QTransformer(nn.Module):
             new_cache.append(kv)
         return self.ln_f(x), new_cache
 
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) hidden states -> (B, q_heads, L, N) logits."""
+        B, L, _ = h.shape
+        return self.head(h).view(B, L, self.cfg.q_heads, self.cfg.n_bins).transpose(1, 2)
+
     def _q(self, h: torch.Tensor) -> torch.Tensor:
         """(B, L, D) hidden states -> (B, q_heads, L, N) normalized Q-values."""
-        B, L, _ = h.shape
-        logits = self.head(h).view(B, L, self.cfg.q_heads, self.cfg.n_bins)
-        return torch.sigmoid(logits).transpose(1, 2)
+        return torch.sigmoid(self._logits(h))
 
     def forward(
-        self, obs: torch.Tensor, bins: torch.Tensor, task: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor | None,
+        bins: torch.Tensor,
+        task: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        logits: bool = False,
     ) -> torch.Tensor:
         """Teacher-forced Q for every dimension.
 
         Args:
-            obs: ``(B, w, obs_dim)`` observation windows.
+            obs: ``(B, w, obs_dim)`` state windows (None for an image-only model).
             bins: ``(B, dA)`` bins taken; only dims ``< dA - 1`` are read.
-            task: ``(B,)`` task indices (required when the model has a task token).
+            task: ``(B,)`` task indices or ``(B, task_dim)`` feature vectors (required when
+                the model has a task token).
+            images: ``(B, w, H, W, C)`` uint8 frames (required when the model reads images).
+            logits: Return the head's logits instead of Q (for the behaviour-cloning loss).
 
         Returns:
             ``(B, q_heads, dA, N)``: row i holds Q(s, bins[:, :i], a^i = b) for every b.
         """
         P = self.cfg.prefix_len
-        x = self._prefix(obs, task)
+        x = self._prefix(obs, task, images)
         if self.cfg.action_dim > 1:
             tail = self._bin_tokens(bins[:, :-1], 0) + self.pos[P + 1 :]
             x = torch.cat([x, tail], dim=1)  # (B, P + dA, D)
         h, _ = self._run(x)
-        return self._q(h[:, P:])  # (B, H, dA, N)
+        out = self._logits(h[:, P:])  # (B, H, dA, N)
+        return out if logits else torch.sigmoid(out)
 
-    def first_dim_q(self, obs: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+    def first_dim_q(
+        self,
+        obs: torch.Tensor | None,
+        task: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Q of every bin of dim 1 only, ``(B, q_heads, N)``: the bootstrap value at s'."""
-        h, _ = self._run(self._prefix(obs, task))
+        h, _ = self._run(self._prefix(obs, task, images))
         return self._q(h[:, -1:])[:, :, 0]
 
     @torch.no_grad()
     def greedy(
-        self, obs: torch.Tensor, task: torch.Tensor | None = None, use_cache: bool = True
+        self,
+        obs: torch.Tensor | None,
+        task: torch.Tensor | None = None,
+        use_cache: bool = True,
+        images: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding, one dimension at a time (ALGORITHM.md section 7).
 
-        Q heads are combined by their minimum, as in the clipped double-Q backup.
+        Q heads are combined by their minimum, as in the clipped double-Q backup. Bins are
+        compared on logits (the sigmoid is monotone, so the argmax is the same), which keeps
+        apart bins whose sigmoids both round to 1 in float32, as behaviour-cloning logits do.
 
         Returns:
             ``(bins, q)``: chosen bins ``(B, dA)`` and Q of each chosen bin ``(B, dA)``.
         """
         cfg = self.cfg
-        B, P = obs.shape[0], cfg.prefix_len
-        bins = torch.zeros(B, cfg.action_dim, dtype=torch.long, device=obs.device)
-        qs = torch.zeros(B, cfg.action_dim, device=obs.device)
-        x = self._prefix(obs, task)
+        B, P = self._batch_size(obs, images), cfg.prefix_len
+        device = self.start.device
+        bins = torch.zeros(B, cfg.action_dim, dtype=torch.long, device=device)
+        qs = torch.zeros(B, cfg.action_dim, device=device)
+        x = self._prefix(obs, task, images)
         h, cache = self._run(x)
         for i in range(cfg.action_dim):
-            q = self._q(h[:, -1:])[:, :, 0].amin(dim=1)  # (B, N)
-            qs[:, i], bins[:, i] = q.max(dim=-1)
+            z = self._logits(h[:, -1:])[:, :, 0].amin(dim=1)  # (B, N)
+            best, bins[:, i] = z.max(dim=-1)
+            qs[:, i] = torch.sigmoid(best)
             if i == cfg.action_dim - 1:
                 break
             tok = self._bin_tokens(bins[:, i : i + 1], i) + self.pos[P + 1 + i]  # (B, 1, D)

@@ -117,7 +117,26 @@ def train(
     q_max = cfg.q_max if cfg.q_max is not None else data.default_q_max(cfg.gamma)
     cfg = replace(cfg, q_max=q_max)
     discretizer = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
-    sampler = TransitionSampler(data, discretizer, cfg.gamma, cfg.n_step, cfg.window)
+    image_shape = None
+    use_images = cfg.observation != "state"
+    if use_images:
+        if data.images is None:
+            raise ValueError(
+                f"TrainConfig.observation={cfg.observation!r} needs a dataset with images "
+                "(collect with --image-size 64)"
+            )
+        H, W, C = (int(s) for s in data.images.shape[1:])
+        image_shape = (H, W, C)
+    sampler = TransitionSampler(
+        data, discretizer, cfg.gamma, cfg.n_step, cfg.window, images=use_images
+    )
+    task_features = None
+    embedding_model = None
+    if cfg.task_features == "instruction" and cfg.conditioned(len(data.tasks)):
+        from qtransformer.language import ensure_instruction_embeddings
+
+        task_features = torch.from_numpy(ensure_instruction_embeddings(data))
+        embedding_model = data.instruction_embedding_model
     # Streams through a memory-mapped dataset once; float64 keeps large sums exact enough.
     obs_mean = np.asarray(data.observations).mean(0, dtype=np.float64)
     obs_std = np.asarray(data.observations).std(0, dtype=np.float64)
@@ -133,8 +152,19 @@ def train(
         obs_mean=torch.as_tensor(obs_mean, dtype=torch.float32),
         obs_std=torch.as_tensor(obs_std, dtype=torch.float32),
         distributed=world > 1,
+        image_shape=image_shape,
+        task_features=task_features,
     )
-    agent = Agent(learner.model, discretizer, q_max, asdict(cfg), data.tasks, data.instructions)
+    agent = Agent(
+        learner.model,
+        discretizer,
+        q_max,
+        asdict(cfg),
+        data.tasks,
+        data.instructions,
+        embedding_model=embedding_model,
+        camera=data.metadata.get("camera"),
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "checkpoint" if out is not None else None
@@ -174,9 +204,10 @@ def train(
                     writer.add_scalar(k, v, step)
             log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             if bar is not None:
-                bar.set_postfix(
-                    loss=f"{metrics['train/loss']:.4f}", q=f"{metrics['train/q_data']:.3f}"
-                )
+                shown = {"loss": f"{metrics['train/loss']:.4f}"}
+                if "train/q_data" in metrics:
+                    shown["q"] = f"{metrics['train/q_data']:.3f}"
+                bar.set_postfix(**shown)
         if bar is not None:
             bar.update(1)
         periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0

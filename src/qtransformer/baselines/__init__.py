@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from qtransformer.agent import Agent, ObservationHistory, TaskArg
+from qtransformer.agent import Agent, InstructionArg, ObservationHistory, Observations, TaskArg
 from qtransformer.baselines.d3rlpy_algos import (
     BASELINES,
     BaselinePolicy,
@@ -58,6 +58,11 @@ class Policy(Protocol):
     Q-Transformer with an observation window) keep a history per environment: call
     ``reset(num_envs)`` when a wave of episodes starts, then ``act`` exactly once per
     environment step with the observations of all ``num_envs`` environments, in a fixed order.
+
+    Evaluation also reads three optional attributes: ``observation`` (``"state"``,
+    ``"image"`` or ``"both"``: the environments then render frames and ``act`` gets dicts
+    ``{"state", "image"}``), ``image_size`` and ``camera`` (how to render them), and
+    ``reads_instructions`` (``act`` then takes ``instruction=`` instead of ``task``).
     """
 
     def act(self, observations: np.ndarray, task: TaskArg = None) -> np.ndarray:
@@ -89,13 +94,37 @@ class AgentPolicy:
         self.agent = agent
         self._history: ObservationHistory | None = None
 
+    @property
+    def observation(self) -> str:
+        return self.agent.config.observation
+
+    @property
+    def image_size(self) -> int | None:
+        """Side of the square frames the agent was trained on (None without images)."""
+        shape = self.agent.config.image_shape
+        if not self.agent.config.uses_images or shape is None:
+            return None
+        if shape[0] != shape[1]:
+            raise ValueError(f"the agent's frames are not square ({shape}); give image_size")
+        return int(shape[0])
+
+    @property
+    def camera(self) -> str | None:
+        return self.agent.camera
+
+    @property
+    def reads_instructions(self) -> bool:
+        return self.agent.reads_instructions
+
     def reset(self, num_envs: int) -> None:
         self._history = self.agent.history(num_envs) if self.agent.config.window > 1 else None
 
-    def act(self, observations: np.ndarray, task: TaskArg = None) -> np.ndarray:
+    def act(
+        self, observations: Observations, task: TaskArg = None, instruction: InstructionArg = None
+    ) -> np.ndarray:
         if self._history is not None:
-            return self._history.act(observations, task)
-        return self.agent.act(observations, task)
+            return self._history.act(observations, task, instruction)
+        return self.agent.act(observations, task, instruction)
 
 
 def policy_factory(

@@ -36,6 +36,7 @@ STORE_ARRAYS = (
     "images",
     "final_observations",
     "final_images",
+    "instruction_embeddings",
 )
 
 
@@ -52,6 +53,8 @@ class Batch:
         mc_return: Discounted return-to-go ``(B,)``.
         td_valid: False where a transition has no TD target ``(B,)``.
         task: Task index of each transition ``(B,)``.
+        images: Camera frame windows ``(B, w, H, W, C)`` uint8, when the sampler reads images.
+        next_images: Frame windows at the bootstrap step ``(B, w, H, W, C)`` uint8.
     """
 
     obs: torch.Tensor
@@ -62,9 +65,15 @@ class Batch:
     mc_return: torch.Tensor
     td_valid: torch.Tensor
     task: torch.Tensor
+    images: torch.Tensor | None = None
+    next_images: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        moved: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = None if value is None else value.to(device)
+        return Batch(**moved)
 
     def __len__(self) -> int:
         return int(self.bins.shape[0])
@@ -95,6 +104,10 @@ class OfflineDataset:
     each episode's observation after its last action (``final_observations``, ``(E, obs_dim)``,
     and ``final_images``), so :meth:`to_episodes` gives them back whole. Arrays may be numpy
     memory maps (:meth:`load`), so a dataset larger than RAM is read from disk batch by batch.
+
+    ``instruction_embeddings`` ``(n_tasks, dim)`` float32 caches the language model's vector
+    of each task's instruction (``instruction_embedding_model`` names the model); every
+    storage format keeps them, so training on instructions needs no language model.
     """
 
     def __init__(
@@ -113,6 +126,8 @@ class OfflineDataset:
         metadata: dict[str, Any] | None = None,
         final_observations: np.ndarray | None = None,
         final_images: np.ndarray | None = None,
+        instruction_embeddings: np.ndarray | None = None,
+        instruction_embedding_model: str | None = None,
     ) -> None:
         self.observations = observations
         self.actions = actions
@@ -130,6 +145,31 @@ class OfflineDataset:
         self.episodes: Episodes = find_episodes(terminals, timeouts)
         self.final_observations = final_observations
         self.final_images = final_images
+        self.instruction_embeddings: np.ndarray | None = None
+        self.instruction_embedding_model: str | None = None
+        if instruction_embeddings is not None:
+            self.set_instruction_embeddings(instruction_embeddings, instruction_embedding_model)
+
+    def set_instruction_embeddings(self, embeddings: np.ndarray, model: str | None) -> None:
+        """Cache the embeddings ``(n_tasks, dim)`` of :attr:`instructions`, made by ``model``.
+
+        Raises:
+            ValueError: naming the shape, dtype or the non-finite entry.
+        """
+        e = np.array(embeddings)  # a copy: a memory map of a small array is not worth keeping
+        if e.ndim != 2 or e.shape[0] != len(self.tasks):
+            raise ValueError(
+                f"instruction_embeddings must have shape (n_tasks={len(self.tasks)}, dim), "
+                f"got {e.shape}"
+            )
+        if e.dtype != np.float32:
+            raise ValueError(f"instruction_embeddings must be float32, got {e.dtype}")
+        if not np.all(np.isfinite(e)):
+            raise ValueError("instruction_embeddings contains NaN or inf")
+        if not model:
+            raise ValueError("instruction_embeddings need the name of the model that made them")
+        self.instruction_embeddings = e
+        self.instruction_embedding_model = str(model)
 
     @classmethod
     def from_arrays(
@@ -146,6 +186,8 @@ class OfflineDataset:
         instructions: Sequence[str] | None = None,
         images: np.ndarray | None = None,
         metadata: dict[str, Any] | None = None,
+        instruction_embeddings: np.ndarray | None = None,
+        instruction_embedding_model: str | None = None,
     ) -> OfflineDataset:
         """Build a dataset from D4RL-style flat arrays, episodes back to back.
 
@@ -162,6 +204,9 @@ class OfflineDataset:
             instructions: One instruction per task; default: the task names.
             images: Optional ``(T, H, W, C)`` uint8 camera frames.
             metadata: Free-form facts about the data, kept with it.
+            instruction_embeddings: Optional ``(n_tasks, dim)`` float32 embeddings of the
+                instructions (see :mod:`qtransformer.language`).
+            instruction_embedding_model: Name of the model that made them.
 
         Raises:
             ValueError: naming the field for wrong shapes, NaN or inf, disagreeing lengths,
@@ -230,6 +275,8 @@ class OfflineDataset:
             instructions,
             images,
             metadata,
+            instruction_embeddings=instruction_embeddings,
+            instruction_embedding_model=instruction_embedding_model,
         )
 
     @classmethod
@@ -312,10 +359,14 @@ class OfflineDataset:
     @classmethod
     def from_minari(cls, source: str | Path) -> OfflineDataset:
         """Read a local Minari dataset: an id under ``MINARI_DATASETS_PATH`` or a folder."""
-        from qtransformer.data.minari_io import read_minari
+        from qtransformer.data.minari_io import EMBEDDINGS_KEY, decode_embeddings, read_minari
 
         episodes, meta = read_minari(source)
-        return cls.from_episodes(episodes, meta["action_low"], meta["action_high"], meta)
+        stored = meta.pop(EMBEDDINGS_KEY, None)
+        data = cls.from_episodes(episodes, meta["action_low"], meta["action_high"], meta)
+        if stored is not None:
+            data.set_instruction_embeddings(*decode_embeddings(stored, data.instructions))
+        return data
 
     @classmethod
     def open(cls, source: str | Path, mmap: bool = True) -> OfflineDataset:
@@ -344,6 +395,7 @@ class OfflineDataset:
                 "action_high": np.asarray(self.action_high).tolist(),
                 "tasks": self.tasks,
                 "instructions": self.instructions,
+                "instruction_embedding_model": self.instruction_embedding_model,
                 "metadata": self.metadata,
             }
             (tmp / STORE_META).write_text(json.dumps(meta, indent=2, default=str))
@@ -377,6 +429,8 @@ class OfflineDataset:
             meta["metadata"],
             arrays.get("final_observations"),
             arrays.get("final_images"),
+            arrays.get("instruction_embeddings"),
+            meta.get("instruction_embedding_model"),
         )
         return data
 
@@ -391,12 +445,23 @@ class OfflineDataset:
         for key in ("tasks", "instructions"):
             if key in kw:
                 kw[key] = [str(x) for x in kw[key]]
+        if "instruction_embedding_model" in kw:
+            kw["instruction_embedding_model"] = str(kw["instruction_embedding_model"])
         return cls.from_arrays(**kw)
 
     def save_npz(self, path: str | Path) -> None:
-        """Write the arrays to ``path`` atomically (a temporary file, then a rename)."""
+        """Write the arrays to ``path`` atomically (a temporary file, then a rename).
+
+        Camera images and cached instruction embeddings are written when the dataset has them.
+        """
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
+        optional: dict[str, Any] = {}
+        if self.images is not None:
+            optional["images"] = self.images
+        if self.instruction_embeddings is not None:
+            optional["instruction_embeddings"] = self.instruction_embeddings
+            optional["instruction_embedding_model"] = np.asarray(self.instruction_embedding_model)
         np.savez(
             tmp,
             observations=self.observations,
@@ -409,6 +474,7 @@ class OfflineDataset:
             task_ids=self.task_ids,
             tasks=np.asarray(self.tasks),
             instructions=np.asarray(self.instructions),
+            **optional,
         )
         tmp.replace(path)
 
@@ -444,7 +510,8 @@ class TransitionSampler:
     """Per-step targets precomputed in memory; observations read by index (memory maps stream).
 
     Per step it holds about ``41 + 2 * dA`` bytes (targets, bins, episode starts, tasks);
-    observations and images stay wherever the dataset keeps them.
+    observations and images stay wherever the dataset keeps them. With ``images`` the batches
+    also carry frame windows at the step and at its bootstrap step, read only for the batch.
     """
 
     def __init__(
@@ -454,7 +521,14 @@ class TransitionSampler:
         gamma: float,
         n_step: int,
         window: int,
+        images: bool = False,
     ) -> None:
+        if images and data.images is None:
+            raise ValueError(
+                "the sampler was asked for images but the dataset has none "
+                "(collect with --image-size 64, or pass images to from_arrays)"
+            )
+        self.images = data.images if images else None  # (T, H, W, C) uint8, maybe a memory map
         ep = data.episodes
         nstep = nstep_targets(data.rewards, ep, gamma, n_step)
         self.obs = data.observations  # (T, obs_dim), possibly a memory map
@@ -480,17 +554,27 @@ class TransitionSampler:
         w = self.windows(idx)  # (B, w)
         return torch.from_numpy(np.ascontiguousarray(self.obs[w.ravel()]).reshape(*w.shape, -1))
 
+    def _image_frames(self, idx: np.ndarray) -> torch.Tensor | None:
+        if self.images is None:
+            return None
+        w = self.windows(idx)  # (B, w)
+        frames = np.ascontiguousarray(self.images[w.ravel()])  # (B w, H, W, C)
+        return torch.from_numpy(frames.reshape(*w.shape, *frames.shape[1:]))
+
     def batch(self, idx: torch.Tensor | np.ndarray) -> Batch:
         i = np.asarray(idx, dtype=np.int64)
+        j = self.bootstrap_index[i]
         return Batch(
             obs=self._frames(i),
             bins=torch.from_numpy(self.bins[i].astype(np.int64)),
             reward_sum=torch.from_numpy(self.reward_sum[i]),
             bootstrap_discount=torch.from_numpy(self.bootstrap_discount[i]),
-            next_obs=self._frames(self.bootstrap_index[i]),
+            next_obs=self._frames(j),
             mc_return=torch.from_numpy(self.mc_return[i]),
             td_valid=torch.from_numpy(self.td_valid[i]),
             task=torch.from_numpy(self.task[i]),
+            images=self._image_frames(i),
+            next_images=self._image_frames(j),
         )
 
     def sample_indices(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:

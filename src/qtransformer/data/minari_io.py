@@ -3,17 +3,20 @@
 Written datasets open with ``minari.load_dataset(dataset_id)`` when ``MINARI_DATASETS_PATH``
 points at the root they were written to. Per-episode task, instruction and collection kind go
 to Minari's episode metadata; action bounds, the task list and the collection recipe go to the
-dataset metadata under the key ``"qtransformer"``.
+dataset metadata under the key ``"qtransformer"``, and so do cached instruction embeddings:
+one float32 vector per instruction, base64 of its little-endian bytes, which is exact and
+four times smaller than decimal JSON.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,46 @@ import numpy as np
 from qtransformer.data.episodes import DatasetError, Episode, validate_episodes
 
 META_KEY = "qtransformer"
+EMBEDDINGS_KEY = "instruction_embeddings"
+
+
+def encode_embeddings(vectors: Mapping[str, np.ndarray], model: str) -> dict[str, Any]:
+    """Instruction -> vector, as JSON-safe metadata (exact float32 bytes in base64)."""
+    dims = {np.asarray(v).shape for v in vectors.values()}
+    if len(dims) != 1 or len(next(iter(dims))) != 1:
+        raise ValueError(f"instruction embeddings must be vectors of one length, got {dims}")
+    return {
+        "model": model,
+        "dim": int(next(iter(dims))[0]),
+        "dtype": "float32",
+        "vectors": {
+            text: base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
+            for text, v in vectors.items()
+        },
+    }
+
+
+def decode_embeddings(
+    stored: Mapping[str, Any], instructions: Sequence[str]
+) -> tuple[np.ndarray, str]:
+    """``(len(instructions), dim)`` float32 rows from :func:`encode_embeddings` output, and
+    the model name.
+
+    Raises:
+        DatasetError: naming an instruction that has no stored vector.
+    """
+    vectors = stored["vectors"]
+    rows = []
+    for text in instructions:
+        if text not in vectors:
+            raise DatasetError(f"no stored embedding for instruction {text!r}")
+        rows.append(np.frombuffer(base64.b64decode(vectors[text]), "<f4"))
+    out = np.stack(rows).astype(np.float32)
+    if out.shape[1] != int(stored["dim"]):
+        raise DatasetError(
+            f"stored embeddings have length {out.shape[1]}, expected {stored['dim']}"
+        )
+    return out, str(stored["model"])
 
 
 @contextlib.contextmanager
@@ -61,6 +104,8 @@ def write_minari(
     env_spec: gym.envs.registration.EnvSpec | None = None,
     jpeg: bool = False,
     overwrite: bool = False,
+    instruction_embeddings: Mapping[str, np.ndarray] | None = None,
+    embedding_model: str | None = None,
 ) -> Path:
     """Validate ``episodes`` and write them as the Minari dataset ``root/dataset_id``.
 
@@ -78,6 +123,9 @@ def write_minari(
         env_spec: Gymnasium spec of the environment, if it is registered.
         jpeg: Store images JPEG-encoded (smaller, lossy) instead of raw.
         overwrite: Replace an existing dataset of that id.
+        instruction_embeddings: Instruction -> embedding vector, for every instruction of
+            the episodes (cached so training needs no language model).
+        embedding_model: Name of the model that made them (required with them).
 
     Returns:
         The dataset's folder, ``root/dataset_id``.
@@ -95,6 +143,15 @@ def write_minari(
     validate_episodes(episodes, low, high)
     tasks = sorted({ep.task for ep in episodes})
     instructions = {ep.task: ep.instruction for ep in episodes}
+    extra: dict[str, Any] = {}
+    if instruction_embeddings is not None:
+        if not embedding_model:
+            raise ValueError("instruction_embeddings need embedding_model, the model's name")
+        missing = sorted(set(instructions.values()) - set(instruction_embeddings))
+        if missing:
+            raise ValueError(f"instruction_embeddings lack instructions {missing}")
+        wanted = {t: instruction_embeddings[t] for t in sorted(set(instructions.values()))}
+        extra[EMBEDDINGS_KEY] = encode_embeddings(wanted, embedding_model)
     buffers = []
     for i, ep in enumerate(episodes):
         obs: Any = ep.observations.astype(np.float32)
@@ -149,6 +206,7 @@ def write_minari(
                     "tasks": tasks,
                     "instructions": instructions,
                     **(metadata or {}),
+                    **extra,
                 }
             }
         )
@@ -205,7 +263,8 @@ def read_minari(source: str | Path) -> tuple[list[Episode], dict[str, Any]]:
 
     Returns:
         The episodes and the dataset metadata (with ``"action_low"``/``"action_high"`` from
-        the action space).
+        the action space, and any cached instruction embeddings under
+        :data:`EMBEDDINGS_KEY` as :func:`decode_embeddings` reads them).
     """
     ds = _open(source)
     meta = dict(ds.storage.metadata)
