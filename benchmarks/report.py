@@ -147,6 +147,13 @@ def metaworld_section() -> str:
         text += "\n\n**Ablations** (Q-Transformer variants on `noisy`):\n\n" + (
             ablations.read_text().strip()
         )
+    explore = RESULTS / "explore.md"
+    if explore.exists():
+        text += (
+            "\n\n**Exploration** (`qtransformer bench --profile cpu --explore --jobs 2`: one "
+            "change at a time to the `cpu` Q-Transformer on the hard presets):\n\n"
+            + explore.read_text().strip()
+        )
     return text
 
 
