@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -31,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import tyro
+
+from qtransformer.machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,22 +60,6 @@ class Args:
     """Episodes in the paper-scale projection."""
     paper_steps_per_episode: int = 35
     """Steps per episode in the projection (the paper's 3 Hz control)."""
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def dir_bytes(path: Path) -> int:
@@ -269,7 +254,7 @@ def main(args: Args) -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     result: dict[str, object] = {
         "command": "python benchmarks/data.py",
-        "machine": machine(),
+        "machine": machine_info(),
         "args": {k: str(v) for k, v in asdict(args).items()},
     }
     try:

@@ -136,9 +136,18 @@ def training_course() -> str:
 def metaworld_section() -> str:
     table = (RESULTS / "metaworld.md").read_text().strip()
     ablations = RESULTS / "ablations.md"
+    where = ""
+    if (RESULTS / "metaworld_run.json").exists():
+        run = json.loads((RESULTS / "metaworld_run.json").read_text())
+        m = run["machine"]
+        where = (
+            f"; {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']}; the "
+            f"{run['cells_finished']} cells took {run['cell_seconds'] / 60:.0f} process-minutes, "
+            f"{run['cell_seconds'] / 120:.0f} min at 2 jobs"
+        )
     text = (
         "**Meta-World comparison** (`qtransformer bench --profile cpu --jobs 2`; push-v3, "
-        "100 episodes per preset, action repeat 4, 50 evaluation episodes per cell):\n\n"
+        f"100 episodes per preset, action repeat 4, 50 evaluation episodes per cell{where}):\n\n"
         f"{table}\n\nThe course of training:\n\n{training_course()}\n\n"
         "![curves](benchmarks/results/metaworld_curves.png)\n"
         "![bars](benchmarks/results/metaworld_bars.png)"

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -54,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import Batch
 from qtransformer.learner import Learner
+from qtransformer.machine import machine_info
 from qtransformer.model import ModelConfig, QTransformer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -285,16 +284,6 @@ def bench_action_dim(
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def git_revision() -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(
@@ -305,24 +294,6 @@ def git_revision() -> dict[str, Any]:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-        info["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
-    return info
 
 
 def fmt(x: float) -> str:
