@@ -166,12 +166,68 @@ def metaworld_section() -> str:
     return text
 
 
+def vision_section() -> str:
+    v = json.loads((RESULTS / "vision.json").read_text())
+    d, m, tasks = v["dataset"], v["machine"], v["tasks"]
+    lines = [
+        "| agent | " + " | ".join(t.removesuffix("-v3") for t in tasks) + " | mean "
+        "| mean, paraphrased instructions | steps |",
+        "|---|" + "---|" * (len(tasks) + 3),
+    ]
+    for name, r in v["agents"].items():
+        last = r["curve"][-1]
+        rates = [last["tasks"][t]["success_rate"] for t in tasks]
+        para = [r["paraphrased"][t]["success_rate"] for t in tasks]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{x:.2f}" for x in rates)
+            + f" | {sum(rates) / len(rates):.2f} | {sum(para) / len(para):.2f} "
+            f"| {last['steps']} |"
+        )
+    course = []
+    for name, r in v["agents"].items():
+        pts = ", ".join(
+            f"{c['steps']}: {sum(x['success_rate'] for x in c['tasks'].values()) / len(tasks):.2f}"
+            for c in r["curve"]
+        )
+        course.append(f"{name} {pts}")
+    speed = v.get("speed") or {}
+    speed_txt = (
+        f"Speed on this CPU ({m['cpu_model']}, {speed.get('threads', 2)} threads, torch "
+        f"{m['torch']}): the image encoder reads "
+        f"{speed['encoder_frames_per_s_batch64']:.0f} frames/s (64 px, batch 64, no gradient); "
+        f"a training update runs at {speed['qt-pixels_train_samples_per_s']:.0f} samples/s for "
+        f"Q-Transformer (online, target and next-state passes) and "
+        f"{speed['bc-pixels_train_samples_per_s']:.0f} for BC. "
+        if speed
+        else ""
+    )
+    return (
+        "**Multi-task from pixels** (`python benchmarks/vision.py`; the `mixed` preset on "
+        f"{len(tasks)} tasks, {d['episodes']} episodes, {d['steps']} steps, "
+        f"{d['image_shape'][0]} px corner camera, action repeat 4; one agent per row for all "
+        "tasks, conditioned on the instruction's all-MiniLM-L6-v2 embedding; success over "
+        f"{v['agents'][next(iter(v['agents']))]['curve'][-1]['tasks'][tasks[0]]['episodes']} "
+        "episodes per task, seed 0):\n\n"
+        + "\n".join(lines)
+        + "\n\nMean success along training: "
+        + "; ".join(course)
+        + ". Paraphrases, never seen in training: "
+        + "; ".join(f'{k.removesuffix("-v3")}: "{p}"' for k, p in v["paraphrases"].items())
+        + f". {speed_txt}The dataset stores {d['store_bytes_per_step'] / 1e3:.1f} kB per "
+        "step (raw uint8 frame plus state, actions and flags). No GPU was available for a GPU "
+        "profile."
+    )
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     sections = [gridworld_section(), speed_section()]
     if (RESULTS / "metaworld.md").exists():
         sections.insert(0, metaworld_section())
+    if (RESULTS / "vision.json").exists():
+        sections.insert(1, vision_section())
     if (RESULTS / "data.json").exists():
         sections.append(data_section())
     block = START + "\n" + "\n\n".join(sections) + "\n" + END

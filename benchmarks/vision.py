@@ -216,7 +216,10 @@ def speed(data: qt.OfflineDataset, threads: int) -> dict[str, float]:
         return n / (time.perf_counter() - t0)
 
     with torch.no_grad():
-        out = {"encoder_frames_per_s_batch64": rate(lambda: enc(frames, cond), 64)}
+        out = {
+            "threads": threads,
+            "encoder_frames_per_s_batch64": rate(lambda: enc(frames, cond), 64),
+        }
     features = torch.from_numpy(np.asarray(data.instruction_embeddings))
     for name in ("qt-pixels", "bc-pixels"):
         cfg = replace(PIXEL, **AGENTS[name])
