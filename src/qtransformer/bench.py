@@ -40,6 +40,7 @@ EXPLORATION: dict[str, dict[str, Any]] = {
     "qt-cosine-lr": {"lr_schedule": "cosine"},
     "qt-16-bins": {"n_bins": 16},
     "qt-dropout-0.1": {"dropout": 0.1},
+    "qt-16-bins-cosine-2000-steps": {"n_bins": 16, "lr_schedule": "cosine", "steps": 2000},
 }
 """Single changes to the exploration base (the ``cpu`` Q-Transformer before it took 16 bins
 and the cosine schedule: 32 bins, constant learning rate), measured on the hard presets
