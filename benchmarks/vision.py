@@ -36,7 +36,6 @@ import torch
 import tyro
 
 import qtransformer as qt
-from qtransformer.agent import Agent
 from qtransformer.atomic import write_dir_atomically
 from qtransformer.baselines import AgentPolicy
 from qtransformer.bench import QT_CPU
@@ -44,6 +43,7 @@ from qtransformer.data import metaworld as mw
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.evaluate import evaluate_metaworld
 from qtransformer.machine import machine_info
+from qtransformer.trainer import agent_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3", "door-open-v3")
@@ -154,16 +154,7 @@ def run_agent(name: str, data: qt.OfflineDataset, args: Args) -> dict[str, Any]:
             return
         timing["train_seconds"] += time.perf_counter() - t_last
         t0 = time.perf_counter()
-        agent = Agent(
-            learner.model,
-            ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins),
-            learner.q_max,
-            asdict(replace(cfg, q_max=learner.q_max)),
-            train_data.tasks,
-            train_data.instructions,
-            embedding_model=train_data.instruction_embedding_model,
-            camera="corner",
-        )
+        agent = agent_of(learner, train_data)
         curve.append({"steps": step, "tasks": _eval(AgentPolicy(agent), args)})
         print(name, step, {t: r["success_rate"] for t, r in curve[-1]["tasks"].items()})
         learner.model.train()

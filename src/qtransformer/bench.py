@@ -315,23 +315,14 @@ def run_cell(cell: Cell, profile: Profile, work: Path) -> dict[str, Any]:
             )
 
     if algo == "qt":
-        from qtransformer.agent import Agent
-        from qtransformer.discretize import ActionDiscretizer
-        from qtransformer.trainer import train
+        from qtransformer.trainer import agent_of, train
 
         base = explore_base(profile) if cell.algo in EXPLORATION else profile.qt
         cfg = replace(base, steps=steps, seed=cell.seed, **overrides)
-        disc = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
 
         def on_step(step: int, metrics: dict[str, float], learner: Any) -> None:
             if step in checkpoints:
-                agent = Agent(
-                    learner.model,
-                    disc,
-                    learner.q_max,
-                    tasks=data.tasks,
-                    instructions=data.instructions,
-                )
+                agent = agent_of(learner, data)
                 evaluate(AgentPolicy(agent), step)
                 learner.model.train()
 

@@ -83,6 +83,23 @@ def load_checkpoint(path: str | Path, learner: Learner, generator: torch.Generat
     generator.set_state(state["sampler_rng"])
 
 
+def agent_of(learner: Learner, data: OfflineDataset) -> Agent:
+    """An agent acting with the learner's online network (weights shared, not copied), as
+    ``train`` returns it; callbacks use it to evaluate along the way."""
+    cfg = replace(learner.cfg, q_max=learner.q_max)
+    uses_instructions = cfg.task_features == "instruction" and cfg.conditioned(len(data.tasks))
+    return Agent(
+        learner.model,
+        ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins),
+        learner.q_max,
+        asdict(cfg),
+        data.tasks,
+        data.instructions,
+        embedding_model=data.instruction_embedding_model if uses_instructions else None,
+        camera=data.metadata.get("camera"),
+    )
+
+
 def train(
     data: OfflineDataset,
     config: TrainConfig | None = None,
@@ -131,12 +148,10 @@ def train(
         data, discretizer, cfg.gamma, cfg.n_step, cfg.window, images=use_images
     )
     task_features = None
-    embedding_model = None
     if cfg.task_features == "instruction" and cfg.conditioned(len(data.tasks)):
         from qtransformer.language import ensure_instruction_embeddings
 
         task_features = torch.from_numpy(ensure_instruction_embeddings(data))
-        embedding_model = data.instruction_embedding_model
     # Streams through a memory-mapped dataset once; float64 keeps large sums exact enough.
     obs_mean = np.asarray(data.observations).mean(0, dtype=np.float64)
     obs_std = np.asarray(data.observations).std(0, dtype=np.float64)
@@ -155,16 +170,7 @@ def train(
         image_shape=image_shape,
         task_features=task_features,
     )
-    agent = Agent(
-        learner.model,
-        discretizer,
-        q_max,
-        asdict(cfg),
-        data.tasks,
-        data.instructions,
-        embedding_model=embedding_model,
-        camera=data.metadata.get("camera"),
-    )
+    agent = agent_of(learner, data)
     generator = torch.Generator().manual_seed(cfg.seed)
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "checkpoint" if out is not None else None
