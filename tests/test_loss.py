@@ -174,3 +174,31 @@ def test_behaviour_cloning_loss_equals_a_plain_cross_entropy() -> None:
     assert behaviour_cloning_loss(sure, torch.tensor(bins)).total.item() < 1e-20
     with pytest.raises(ValueError, match=r"data_bins must have shape \(3, 2\)"):
         behaviour_cloning_loss(torch.tensor(logits), torch.tensor(bins[:, :1]))
+
+
+@pytest.mark.parametrize("alpha", [0.25, 1.0])
+def test_conservative_fixed_point_weighs_each_bin_by_its_data_frequency(alpha: float) -> None:
+    """With one state and a free Q per bin, eq. 2 is minimized at
+    Q(b) = p_b y_b / (p_b + alpha (1 - p_b) / (N - 1)), p_b the data's frequency of bin b and
+    y_b its target: the regularizer trades value for behaviour frequency, more so as alpha
+    grows. (This is why the `cpu` profile's alpha is below 1; see ALGORITHM.md section 4.)"""
+    N = 8
+    p = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.25, 0.1, 0.0])
+    y = np.array([0.0, 0.9, 0.8, 0.5, 0.6, 0.4, 0.7, 0.0])
+    counts = np.round(p * 40).astype(int)  # 40 transitions in the proportions p
+    bins = torch.as_tensor(np.repeat(np.arange(N), counts))[:, None]
+    targets = t(np.repeat(y, counts))[:, None]
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        q = theta.expand(len(bins), N)[:, None, None, :]
+        valid = torch.ones(len(bins), dtype=torch.bool)
+        return q_transformer_loss(q, bins, targets, valid, alpha).total
+
+    # The loss is quadratic in the table, so one Newton step from 0 lands on its minimum.
+    theta = torch.zeros(N, dtype=torch.float64)
+    grad = torch.autograd.functional.jacobian(loss, theta)
+    hess = torch.autograd.functional.hessian(loss, theta)
+    theta = theta - torch.linalg.solve(hess, grad)
+    expected = p * y / (p + alpha * (1 - p) / (N - 1))
+    np.testing.assert_allclose(theta.numpy(), expected, atol=1e-12)
+    # Greedy picks a rarer, better bin at small alpha and the most frequent one at alpha 1.
+    assert np.argmax(expected) == (4 if alpha == 1.0 else 2)
