@@ -188,6 +188,7 @@ def test_conservative_fixed_point_weighs_each_bin_by_its_data_frequency(alpha: f
     counts = np.round(p * 40).astype(int)  # 40 transitions in the proportions p
     bins = torch.as_tensor(np.repeat(np.arange(N), counts))[:, None]
     targets = t(np.repeat(y, counts))[:, None]
+
     def loss(theta: torch.Tensor) -> torch.Tensor:
         q = theta.expand(len(bins), N)[:, None, None, :]
         valid = torch.ones(len(bins), dtype=torch.bool)
