@@ -156,12 +156,19 @@ def metaworld_section() -> str:
         text += "\n\n**Ablations** (Q-Transformer variants on `noisy`):\n\n" + (
             ablations.read_text().strip()
         )
+    scale = RESULTS / "scale.md"
+    if scale.exists():
+        text += (
+            "\n\n**Data scale** (`qtransformer bench --profile cpu --scale --jobs 2`: "
+            "Q-Transformer and the two strongest baselines on the hard presets with fewer "
+            "episodes):\n\n" + scale.read_text().strip()
+        )
     explore = RESULTS / "explore.md"
     if explore.exists():
         text += (
-            "\n\n**Exploration** (`qtransformer bench --profile cpu --explore --jobs 2`: one "
-            "change at a time to the `cpu` Q-Transformer on the hard presets):\n\n"
-            + explore.read_text().strip()
+            "\n\n**Exploration** (`qtransformer bench --profile cpu --explore --jobs 2`: "
+            "changes to a fixed base on the hard presets, on which the `cpu` profile's "
+            "settings were chosen):\n\n" + explore.read_text().strip()
         )
     return text
 

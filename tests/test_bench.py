@@ -6,17 +6,22 @@ import numpy as np
 import pytest
 
 from qtransformer.bench import (
+    ABLATIONS,
     EXPLORATION,
     PROFILES,
     BenchArgs,
     cells_of,
+    dataset_path,
     explore_cells,
     explore_table,
     finished,
     run_grid,
+    scale_cells,
+    scale_table,
     summarize,
 )
 from qtransformer.data import metaworld as mw
+from qtransformer.data.dataset import OfflineDataset
 from qtransformer.evaluate import evaluate_metaworld
 
 pytestmark = pytest.mark.slow
@@ -97,8 +102,32 @@ def test_bench_grid_resumes_without_redoing_finished_cells(tmp_path) -> None:
 
 def test_cpu_profile_grid_has_every_cell() -> None:
     cells = cells_of(PROFILES["cpu"], ("qt", "bc", "bc-success", "iql", "cql", "dt"), True)
-    assert len(cells) == 6 * 4 * 3 + 4 * 3
+    assert len(cells) == 6 * 4 * 3 + len(ABLATIONS) * 3
     assert len({c.key for c in cells}) == len(cells)
+
+
+def test_scale_study_cells_and_data_stay_apart_from_the_grid(tmp_path) -> None:
+    profile = PROFILES["cpu"]
+    grid, scale = cells_of(profile, ("qt", "iql", "bc-success"), False), scale_cells(profile)
+    assert len(scale) == 3 * 2 * 2 * 3 and len({c.key for c in scale}) == len(scale)
+    assert not {c.key for c in grid} & {c.key for c in scale}
+    paths = {dataset_path(tmp_path, profile, c.preset, c.seed, c.episodes) for c in scale}
+    assert len(paths) == 2 * 2 * 3
+    assert dataset_path(tmp_path, profile, "noisy", 0) not in paths
+
+
+def test_scale_cell_trains_on_its_own_size_and_leaves_the_grid_table(tmp_path) -> None:
+    args = BenchArgs(
+        profile="tiny", work=tmp_path / "w", out=tmp_path / "o", jobs=1, scale=True, max_cells=1
+    )
+    (key,) = run_grid(args)
+    assert key == "qt__noisy__seed0__25eps"
+    data = OfflineDataset.open(dataset_path(args.work, PROFILES["tiny"], "noisy", 0, 25))
+    assert data.num_episodes == 25
+    summarize(args.work, args.out, "tiny")
+    assert "25 episodes" in (args.out / "scale.md").read_text()
+    assert "| qt | noisy | " in (args.out / "scale.md").read_text()
+    assert "| qt |" not in (args.out / "metaworld.md").read_text()
 
 
 def _record(algo: str, preset: str, seed: int, curve: list[tuple[int, float]]) -> dict:
@@ -137,3 +166,21 @@ def test_exploration_table_averages_each_evaluation_point_over_seeds() -> None:
     # Seed 2 is outside the exploration seeds and bc is not a variant: both are ignored.
     assert "| 2 | 500: 0.60, 1000: 0.75 | 0.75 | 16.5 | 0.60 / 0.40 |" in row
     assert "| bc |" not in table
+
+
+def test_scale_table_puts_each_size_in_its_column() -> None:
+    profile = PROFILES["cpu"]
+    records = {}
+    for seed, (r25, r50, r100) in enumerate([(0.2, 0.5, 0.9), (0.4, 0.7, 1.0)]):
+        for n, rate in ((25, r25), (50, r50), (None, r100)):
+            rec = _record("iql", "noisy", seed, [(1000, 0.0), (3000, rate)])
+            rec["cell"]["episodes"] = n
+            records[f"iql-{seed}-{n}"] = rec
+    records["bc"] = _record("bc", "noisy", 0, [(3000, 1.0)])  # not in the study
+    row = next(
+        r for r in scale_table(records, profile).splitlines() if r.startswith("| iql | noisy")
+    )
+    assert row == (
+        "| iql | noisy | 0.30 ± 0.10 (n=2, 16 dec.) | 0.60 ± 0.10 (n=2, 16 dec.) "
+        "| 0.95 ± 0.05 (n=2, 16 dec.) |"
+    )

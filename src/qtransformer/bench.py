@@ -32,21 +32,36 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "qt-no-mc-bound": {"mc_lower_bound": False},
     "qt-1-step": {"n_step": 1},
     "qt-softmax-conservative": {"conservative": "softmax"},
+    "qt-alpha-1": {"conservative_weight": 1.0},
+    "qt-alpha-2": {"conservative_weight": 2.0},
 }
-"""Q-Transformer variants of the paper's figure 6, run on the ``noisy`` preset."""
+"""Q-Transformer variants of the paper's figure 6, run on the ``noisy`` preset, and the
+conservative weight alpha (0 is ``qt-no-conservative``)."""
 EXPLORATION: dict[str, dict[str, Any]] = {
     "qt-32-bins-constant-lr": {},
     "qt-2500-steps": {"steps": 2500},
     "qt-cosine-lr": {"lr_schedule": "cosine"},
     "qt-16-bins": {"n_bins": 16},
     "qt-dropout-0.1": {"dropout": 0.1},
+    "qt-alpha-0.5": {"conservative_weight": 0.5},
+    "qt-16-bins-cosine": {"n_bins": 16, "lr_schedule": "cosine"},
     "qt-16-bins-cosine-2000-steps": {"n_bins": 16, "lr_schedule": "cosine", "steps": 2000},
+    "qt-16-bins-cosine-alpha-0.25": {
+        "n_bins": 16,
+        "lr_schedule": "cosine",
+        "conservative_weight": 0.25,
+    },
 }
-"""Single changes to the exploration base (the ``cpu`` Q-Transformer before it took 16 bins
-and the cosine schedule: 32 bins, constant learning rate), measured on the hard presets
-(``--explore``): training length, learning-rate decay, coarser bins and dropout."""
+"""Changes to the exploration base (the ``cpu`` Q-Transformer before it took 16 bins, the
+cosine schedule and alpha 0.5: 32 bins, constant learning rate, alpha 1), measured on the
+hard presets (``--explore``): training length, learning-rate decay, coarser bins, dropout and
+the conservative weight, one at a time, then combined."""
 EXPLORE_PRESETS = ("noisy", "suboptimal")
 VARIANTS = {**ABLATIONS, **EXPLORATION}
+SCALE_ALGOS = ("qt", "iql", "bc-success")
+SCALE_EPISODES = (25, 50)
+"""The data-scale study (``--scale``): Q-Transformer and the two strongest baselines on the
+hard presets with fewer episodes per task than the grid; the grid's own size completes it."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +85,17 @@ class Profile:
 # 1000 steps: on seeds 0-1 of a 2500-step run, success peaked near step 833 on every preset
 # and then fell (over-fitting ~3k transitions). 16 bins and the cosine schedule: each raised
 # suboptimal by about 0.1 on seeds 0-1 in the exploration (explore.md); adopted together.
+# alpha 0.5: the conservative term's minimum weighs each bin's value by its data frequency
+# (tests/test_loss.py), so a large alpha makes greedy copy the noisy data's most frequent
+# bins. Chosen on seeds 0-1 of noisy, suboptimal and mixed; over all 3 seeds noisy scores
+# 0.01 / 0.95 / 0.69 / 0.31 at alpha 0 / 0.5 / 1 / 2 (ablations.md).
 QT_CPU = TrainConfig(
     steps=1000,
     batch_size=128,
     n_bins=16,
     gamma=0.98,
     n_step=3,
-    conservative_weight=1.0,
+    conservative_weight=0.5,
     mc_lower_bound=True,
     d_model=128,
     n_layers=2,
@@ -172,10 +191,13 @@ class Cell:
     algo: str
     preset: str
     seed: int
+    episodes: int | None = None
+    """Episodes per task when not the profile's (the data-scale study)."""
 
     @property
     def key(self) -> str:
-        return f"{self.algo}__{self.preset}__seed{self.seed}"
+        size = f"__{self.episodes}eps" if self.episodes is not None else ""
+        return f"{self.algo}__{self.preset}__seed{self.seed}{size}"
 
 
 @dataclass
@@ -199,6 +221,9 @@ class BenchArgs:
     explore: bool = False
     """Run the exploration variants instead (noisy and suboptimal, first two seeds) and
     write explore.md."""
+    scale: bool = False
+    """Run the data-scale study instead (qt, iql and bc-success on noisy and suboptimal with
+    25 and 50 episodes per task, every seed) and write scale.md."""
 
 
 def cells_of(profile: Profile, algos: Sequence[str], ablations: bool) -> list[Cell]:
@@ -209,30 +234,46 @@ def cells_of(profile: Profile, algos: Sequence[str], ablations: bool) -> list[Ce
 
 
 def explore_base(profile: Profile) -> TrainConfig:
-    return replace(profile.qt, n_bins=32, lr_schedule="constant")
+    return replace(profile.qt, n_bins=32, lr_schedule="constant", conservative_weight=1.0)
 
 
 def explore_cells(profile: Profile) -> list[Cell]:
     return [Cell(a, p, s) for s in profile.seeds[:2] for p in EXPLORE_PRESETS for a in EXPLORATION]
 
 
-def dataset_path(work: Path, profile: Profile, preset: str, seed: int) -> Path:
+def scale_cells(profile: Profile) -> list[Cell]:
+    return [
+        Cell(a, p, s, n)
+        for n in SCALE_EPISODES
+        for s in profile.seeds
+        for p in EXPLORE_PRESETS
+        for a in SCALE_ALGOS
+    ]
+
+
+def dataset_path(
+    work: Path, profile: Profile, preset: str, seed: int, episodes: int | None = None
+) -> Path:
     tasks = "_".join(profile.tasks).lower()
-    return work / "data" / f"{preset}-{tasks}-r{profile.action_repeat}-seed{seed}"
+    size = f"-{episodes}eps" if episodes is not None else ""
+    return work / "data" / f"{preset}-{tasks}-r{profile.action_repeat}-seed{seed}{size}"
 
 
-def ensure_dataset(work: Path, profile: Profile, preset: str, seed: int) -> Path:
-    """Collect the preset's data for ``seed`` once; later cells reuse the saved store."""
+def ensure_dataset(
+    work: Path, profile: Profile, preset: str, seed: int, episodes: int | None = None
+) -> Path:
+    """Collect the preset's data for ``seed`` once (``episodes`` per task, default the
+    profile's); later cells reuse the saved store."""
     from qtransformer.data import metaworld as mw
     from qtransformer.data.dataset import OfflineDataset
 
-    path = dataset_path(work, profile, preset, seed)
+    path = dataset_path(work, profile, preset, seed, episodes)
     if (path / "dataset.json").exists():
         return path
     recipe = mw.preset_recipe(
         preset,
         list(profile.tasks),
-        profile.episodes_per_task,
+        profile.episodes_per_task if episodes is None else episodes,
         profile.max_steps,
         profile.action_repeat,
     )
@@ -283,7 +324,7 @@ def run_cell(cell: Cell, profile: Profile, work: Path) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    data = OfflineDataset.open(ensure_dataset(work, profile, cell.preset, cell.seed))
+    data = OfflineDataset.open(ensure_dataset(work, profile, cell.preset, cell.seed, cell.episodes))
     tasks = list(data.tasks)
     algo = "qt" if cell.algo in VARIANTS else cell.algo
     overrides = dict(VARIANTS.get(cell.algo, {}))
@@ -368,16 +409,19 @@ def run_grid(args: BenchArgs) -> list[str]:
     """Run every unfinished cell (``jobs`` at a time); returns the keys finished now."""
     profile = PROFILES[args.profile]
     done = finished(args.work)
-    wanted = (
-        explore_cells(profile) if args.explore else cells_of(profile, args.algos, args.ablations)
-    )
+    if args.explore:
+        wanted = explore_cells(profile)
+    elif args.scale:
+        wanted = scale_cells(profile)
+    else:
+        wanted = cells_of(profile, args.algos, args.ablations)
     todo = [c for c in wanted if c.key not in done]
     if args.max_cells is not None:
         todo = todo[: args.max_cells]
     log.info("%d cells finished before, %d to run", len(done), len(todo))
     # Datasets first, once each, so parallel cells never collect the same data twice.
-    for preset, seed in sorted({(c.preset, c.seed) for c in todo}):
-        ensure_dataset(args.work, profile, preset, seed)
+    for preset, seed, episodes in sorted({(c.preset, c.seed, c.episodes) for c in todo}, key=str):
+        ensure_dataset(args.work, profile, preset, seed, episodes)
     new: list[str] = []
     if args.jobs <= 1:
         for c in todo:
@@ -409,7 +453,11 @@ def summarize(
 ) -> Summary:
     """Write metaworld.csv, metaworld.md, ablations.md and the plots from finished cells."""
     everything = finished(work)
-    cells = {k: c for k, c in everything.items() if c["cell"]["algo"] not in EXPLORATION}
+    cells = {
+        k: c
+        for k, c in everything.items()
+        if c["cell"]["algo"] not in EXPLORATION and c["cell"].get("episodes") is None
+    }
     rows = [r for rec in cells.values() for r in rec["rows"]]
     s = Summary(rows, cells)
     out.mkdir(parents=True, exist_ok=True)
@@ -458,8 +506,10 @@ def summarize(
     (out / "ablations.md").write_text(_ablation_table(final, abl, cells))
     if rows:
         _plots(rows, final, main_algos, out)
-    if len(everything) > len(cells):
+    if any(c["cell"]["algo"] in EXPLORATION for c in everything.values()):
         (out / "explore.md").write_text(explore_table(everything, PROFILES[profile_name]))
+    if any(c["cell"].get("episodes") is not None for c in everything.values()):
+        (out / "scale.md").write_text(scale_table(everything, PROFILES[profile_name]))
     return s
 
 
@@ -501,9 +551,49 @@ def explore_table(cells: dict[str, dict[str, Any]], profile: Profile) -> str:
         + "\n\nSeeds "
         + ", ".join(map(str, profile.seeds[:2]))
         + f" of the `{profile.tasks[0]}` presets, {profile.eval_episodes} evaluation episodes "
-        "per point. `qt-32-bins-constant-lr` is the base; each `qt-...` variant below it changes "
-        "one setting of it; `qt` is the `cpu` profile's Q-Transformer (16 bins and the "
-        "cosine schedule together), from the grid.\n"
+        "per point. `qt-32-bins-constant-lr` is the base (32 bins, constant learning rate, "
+        "alpha 1); each `qt-...` variant below it changes the settings its name gives; `qt` is "
+        "the `cpu` profile's Q-Transformer (16 bins, the cosine schedule and alpha 0.5), from "
+        "the grid.\n"
+    )
+
+
+def scale_table(cells: dict[str, dict[str, Any]], profile: Profile) -> str:
+    """Final success per algorithm, hard preset and data size (mean ± std over seeds), with
+    decisions to success; the profile's own size comes from the grid's cells."""
+    sizes = (*SCALE_EPISODES, profile.episodes_per_task)
+    final: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for c in cells.values():
+        cell = c["cell"]
+        n = cell.get("episodes") or profile.episodes_per_task
+        if cell["algo"] not in SCALE_ALGOS or cell["preset"] not in EXPLORE_PRESETS:
+            continue
+        if n not in sizes or not c["rows"]:
+            continue
+        last = max(c["rows"], key=lambda r: r["steps"])
+        final.setdefault((cell["algo"], cell["preset"], n), []).append(
+            (last["success_rate"], last["mean_success_length"])
+        )
+    head = "| algo | preset | " + " | ".join(f"{n} episodes" for n in sizes) + " |"
+    lines = [head, "|---|---|" + "---|" * len(sizes)]
+    for preset in EXPLORE_PRESETS:
+        for algo in SCALE_ALGOS:
+            txt = []
+            for n in sizes:
+                got = final.get((algo, preset, n), [])
+                if not got:
+                    txt.append("-")
+                    continue
+                rates = [r for r, _ in got]
+                dec = [d for _, d in got if not math.isnan(d)]
+                d = f", {np.mean(dec):.0f} dec." if dec else ""
+                txt.append(f"{np.mean(rates):.2f} ± {np.std(rates):.2f} (n={len(rates)}{d})")
+            lines.append(f"| {algo} | {preset} | " + " | ".join(txt) + " |")
+    return (
+        "\n".join(lines)
+        + f"\n\nSuccess at the end of training, mean ± std over seeds, on `{profile.tasks[0]}`"
+        f" with {', '.join(map(str, sizes))} episodes per task; the same training steps at every"
+        f" size; {profile.eval_episodes} evaluation episodes per cell.\n"
     )
 
 
