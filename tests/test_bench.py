@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -85,14 +87,22 @@ def test_bench_grid_resumes_without_redoing_finished_cells(tmp_path) -> None:
     assert rest == ["bc__demos__seed0"]  # only the unfinished cell ran
     assert (tmp_path / "work" / "cells" / first[0] / "result.json").stat().st_mtime_ns == stamp
     assert run_grid(BenchArgs(**{**args.__dict__, "max_cells": None})) == []
+    # A cell run with other settings than the profile's now is run again, and only that one.
+    path = tmp_path / "work" / "cells" / first[0] / "result.json"
+    record = json.loads(path.read_text())
+    record["config"]["conservative_weight"] = 9.0
+    path.write_text(json.dumps(record))
+    assert run_grid(BenchArgs(**{**args.__dict__, "max_cells": None})) == [first[0]]
+    assert finished(args.work)[first[0]]["config"]["conservative_weight"] == 0.5
     summarize(args.work, args.out, "tiny", args.algos, args.ablations)
     csv = (args.out / "metaworld.csv").read_text().splitlines()
     assert csv[0].startswith("algo,dataset,task,seed,steps,success_rate")
     assert {line.split(",")[0] for line in csv[1:]} == {"qt", "bc"}
     table = (args.out / "metaworld.md").read_text()
     assert "| qt |" in table and "Partial" not in table
-    summarize(args.work, args.out, "tiny")  # against the whole profile: 2 of 10 cells
-    assert "Partial: 2 of 10 cells" in (args.out / "metaworld.md").read_text()
+    summarize(args.work, args.out, "tiny")  # against the whole profile: 6 algorithms, ablations
+    partial = f"Partial: 2 of {6 + len(ABLATIONS)} cells"
+    assert partial in (args.out / "metaworld.md").read_text()
     assert (args.out / "metaworld_curves.png").exists() and (
         args.out / "metaworld_bars.png"
     ).exists()

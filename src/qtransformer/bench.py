@@ -314,6 +314,36 @@ def q_diagnostics(agent: Any, data: Any) -> dict[str, float]:
     return out
 
 
+def qt_config(cell: Cell, profile: Profile) -> TrainConfig:
+    """The Q-Transformer training config of a ``qt`` or variant cell."""
+    overrides = dict(VARIANTS.get(cell.algo, {}))
+    steps = overrides.pop("steps", profile.steps["qt"])
+    base = explore_base(profile) if cell.algo in EXPLORATION else profile.qt
+    return replace(base, steps=steps, seed=cell.seed, **overrides)
+
+
+def changed_settings(record: dict[str, Any], cell: Cell, profile: Profile) -> list[str]:
+    """Settings a finished cell was run with that differ from what the profile asks now
+    (Q-Transformer config fields, a baseline's settings, its steps); empty when current."""
+    from qtransformer.baselines import default_settings
+
+    def plain(x: Any) -> Any:
+        return json.loads(json.dumps(x, default=str))
+
+    got = record.get("config", {})
+    if cell.algo == "qt" or cell.algo in VARIANTS:
+        want = plain(asdict(qt_config(cell, profile)))
+        # A field added after the cell ran counts as its default; logging cadence is no result.
+        old = {**plain(asdict(TrainConfig())), **got}
+        skip = {"log_every", "checkpoint_every"}
+        return sorted(k for k, v in want.items() if k not in skip and old.get(k) != v)
+    want = {k: v for k, v in asdict(default_settings(cell.algo)).items() if v is not None}
+    want = plain(want)
+    settings = got.get("settings", {})
+    out = sorted(k for k, v in want.items() if settings.get(k) != v)
+    return out + (["steps"] if got.get("steps") != profile.steps[cell.algo] else [])
+
+
 def run_cell(cell: Cell, profile: Profile, work: Path) -> dict[str, Any]:
     """Train and evaluate one cell; returns its record (rows for the CSV and more)."""
     import torch
@@ -327,8 +357,7 @@ def run_cell(cell: Cell, profile: Profile, work: Path) -> dict[str, Any]:
     data = OfflineDataset.open(ensure_dataset(work, profile, cell.preset, cell.seed, cell.episodes))
     tasks = list(data.tasks)
     algo = "qt" if cell.algo in VARIANTS else cell.algo
-    overrides = dict(VARIANTS.get(cell.algo, {}))
-    steps = overrides.pop("steps", profile.steps[algo])
+    steps = qt_config(cell, profile).steps if algo == "qt" else profile.steps[algo]
     checkpoints = _eval_steps(steps, profile.eval_points)
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
@@ -358,8 +387,7 @@ def run_cell(cell: Cell, profile: Profile, work: Path) -> dict[str, Any]:
     if algo == "qt":
         from qtransformer.trainer import agent_of, train
 
-        base = explore_base(profile) if cell.algo in EXPLORATION else profile.qt
-        cfg = replace(base, steps=steps, seed=cell.seed, **overrides)
+        cfg = qt_config(cell, profile)
 
         def on_step(step: int, metrics: dict[str, float], learner: Any) -> None:
             if step in checkpoints:
@@ -415,7 +443,14 @@ def run_grid(args: BenchArgs) -> list[str]:
         wanted = scale_cells(profile)
     else:
         wanted = cells_of(profile, args.algos, args.ablations)
-    todo = [c for c in wanted if c.key not in done]
+    todo = []
+    for c in wanted:
+        if c.key in done:
+            changed = changed_settings(done[c.key], c, profile)
+            if not changed:
+                continue
+            log.warning("%s ran with other %s than now: running it again", c.key, changed)
+        todo.append(c)
     if args.max_cells is not None:
         todo = todo[: args.max_cells]
     log.info("%d cells finished before, %d to run", len(done), len(todo))
