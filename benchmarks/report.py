@@ -173,13 +173,18 @@ def metaworld_section() -> str:
     return text
 
 
+def _alpha(config: dict) -> str:
+    """The conservative weight of a Q-Transformer agent; '-' for behaviour cloning."""
+    return "-" if config.get("loss") == "bc" else f"{config['conservative_weight']:g}"
+
+
 def vision_section() -> str:
     v = json.loads((RESULTS / "vision.json").read_text())
     d, m, tasks = v["dataset"], v["machine"], v["tasks"]
     lines = [
         "| agent | " + " | ".join(t.removesuffix("-v3") for t in tasks) + " | mean "
-        "| mean, paraphrased instructions | steps |",
-        "|---|" + "---|" * (len(tasks) + 3),
+        "| mean, paraphrased instructions | steps | alpha |",
+        "|---|" + "---|" * (len(tasks) + 4),
     ]
     for name, r in v["agents"].items():
         last = r["curve"][-1]
@@ -189,7 +194,7 @@ def vision_section() -> str:
             f"| {name} | "
             + " | ".join(f"{x:.2f}" for x in rates)
             + f" | {sum(rates) / len(rates):.2f} | {sum(para) / len(para):.2f} "
-            f"| {last['steps']} |"
+            f"| {last['steps']} | {_alpha(r['config'])} |"
         )
     course = []
     for name, r in v["agents"].items():

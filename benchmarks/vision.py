@@ -72,8 +72,8 @@ class Args:
 
 
 MAX_STEPS, ACTION_REPEAT = 200, 4
-# alpha 1: the weight the committed results were measured with (the state profile moved to
-# 0.5 later, after this benchmark ran; see bench.QT_CPU).
+# alpha 1: the weight the first three agents were measured with; the state profile moved to
+# 0.5 later (see bench.QT_CPU), and the fourth agent measures that weight from pixels.
 PIXEL = replace(
     QT_CPU,
     conservative_weight=1.0,
@@ -87,6 +87,7 @@ AGENTS: dict[str, dict[str, Any]] = {
     "qt-pixels": {},
     "qt-state": {"observation": "state", "augment": False},
     "bc-pixels": {"loss": "bc", "q_heads": 1},
+    "qt-pixels-alpha-0.5": {"conservative_weight": 0.5},
 }
 
 
