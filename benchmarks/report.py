@@ -163,6 +163,12 @@ def metaworld_section() -> str:
             "Q-Transformer and the two strongest baselines on the hard presets with fewer "
             "episodes):\n\n" + scale.read_text().strip()
         )
+    limits = RESULTS / "time_limits.md"
+    if limits.exists():
+        text += (
+            "\n\n**Time limits** (from the grid's cells above: how many evaluation episodes "
+            "had succeeded within T decisions):\n\n" + limits.read_text().strip()
+        )
     explore = RESULTS / "explore.md"
     if explore.exists():
         text += (

@@ -21,6 +21,7 @@ from qtransformer.bench import (
     scale_cells,
     scale_table,
     summarize,
+    time_limit_table,
 )
 from qtransformer.data import metaworld as mw
 from qtransformer.data.dataset import OfflineDataset
@@ -63,6 +64,14 @@ def test_evaluation_reports_the_known_success_of_scripted_policies(tmp_path) -> 
     r = expert["reach-v3"]
     assert r.episodes == 10 and r.success_rate == 1.0 and r.ci_low > 0.65
     assert 10 < r.mean_success_length < 150
+    assert len(r.success_lengths) == 10 and np.mean(r.success_lengths) == r.mean_success_length
+    # Evaluated again under a time limit of the median length: exactly the episodes that had
+    # finished by then succeed (the policy does not see the time).
+    limit = int(np.median(r.success_lengths))
+    short = evaluate_metaworld(
+        Scripted("reach-v3", "demo"), ["reach-v3"], episodes=10, num_envs=5, max_steps=limit
+    )["reach-v3"]
+    assert short.success_rate == sum(n <= limit for n in r.success_lengths) / 10
     assert len(list(tmp_path.glob("reach-v3_ep0_success.gif"))) == 1
     random = evaluate_metaworld(
         Scripted("push-v3", "random"), ["push-v3"], episodes=6, num_envs=3, max_steps=60
@@ -194,3 +203,19 @@ def test_scale_table_puts_each_size_in_its_column() -> None:
         "| iql | noisy | 0.30 ± 0.10 (n=2, 16 dec.) | 0.60 ± 0.10 (n=2, 16 dec.) "
         "| 0.95 ± 0.05 (n=2, 16 dec.) |"
     )
+
+
+def test_time_limit_table_counts_successes_within_each_limit() -> None:
+    profile = PROFILES["cpu"]  # 200 env steps at action repeat 4: 50 decisions
+    records = {}
+    for seed, lengths in enumerate([(10, 14, 30), (12, 16, 20, 21)]):
+        rec = _record("qt", "suboptimal", seed, [(1000, len(lengths) / 5)])
+        rec["rows"][0].update(episodes=5, success_lengths=list(lengths))
+        records[f"qt-{seed}"] = rec
+    records["old"] = _record("iql", "suboptimal", 0, [(3000, 1.0)])  # no lengths recorded
+    table = time_limit_table(records, profile)
+    row = next(r for r in table.splitlines() if r.startswith("| qt | suboptimal"))
+    # <= 12: 1/5 and 1/5; <= 15: 2/5 and 1/5; <= 20: 2/5 and 3/5; <= 50: 3/5 and 4/5.
+    assert row == "| qt | suboptimal | 2 | 0.20 | 0.30 | 0.50 | 0.70 |"
+    assert "| iql |" not in table and "≤ 50 decisions" in table
+    assert time_limit_table({"old": records["old"]}, profile) == ""

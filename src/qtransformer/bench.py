@@ -545,6 +545,9 @@ def summarize(
         (out / "explore.md").write_text(explore_table(everything, PROFILES[profile_name]))
     if any(c["cell"].get("episodes") is not None for c in everything.values()):
         (out / "scale.md").write_text(scale_table(everything, PROFILES[profile_name]))
+    limits = time_limit_table(cells, PROFILES[profile_name])
+    if limits:
+        (out / "time_limits.md").write_text(limits)
     return s
 
 
@@ -629,6 +632,52 @@ def scale_table(cells: dict[str, dict[str, Any]], profile: Profile) -> str:
         + f"\n\nSuccess at the end of training, mean ± std over seeds, on `{profile.tasks[0]}`"
         f" with {', '.join(map(str, sizes))} episodes per task; the same training steps at every"
         f" size; {profile.eval_episodes} evaluation episodes per cell.\n"
+    )
+
+
+TIME_LIMITS = (12, 15, 20)
+"""Decisions allowed in the time-limit table, besides the profile's own limit."""
+
+
+def time_limit_table(cells: dict[str, dict[str, Any]], profile: Profile) -> str:
+    """Success under shorter time limits, from the decisions each successful evaluation
+    episode took at the end of training (exact: the policies do not see the time). Covers the
+    grid cells of the data-scale algorithms on the hard presets that recorded those lengths;
+    empty when none did."""
+    full = math.ceil(profile.max_steps / profile.action_repeat)
+    limits = (*TIME_LIMITS, full)
+    rates: dict[tuple[str, str], list[list[float]]] = {}
+    for c in cells.values():
+        cell = c["cell"]
+        if cell["algo"] not in SCALE_ALGOS or cell["preset"] not in EXPLORE_PRESETS:
+            continue
+        last = max(c["rows"], key=lambda r: r["steps"]) if c["rows"] else {}
+        if "success_lengths" not in last:
+            continue
+        n = np.asarray(last["success_lengths"])
+        rates.setdefault((cell["algo"], cell["preset"]), []).append(
+            [float((n <= t).sum()) / last["episodes"] for t in limits]
+        )
+    if not rates:
+        return ""
+    lines = [
+        "| algo | preset | seeds | " + " | ".join(f"≤ {t} decisions" for t in limits) + " |",
+        "|---|---|---|" + "---|" * len(limits),
+    ]
+    for preset in EXPLORE_PRESETS:
+        for algo in SCALE_ALGOS:
+            got = rates.get((algo, preset))
+            if got:
+                mean = np.mean(got, axis=0)
+                lines.append(
+                    f"| {algo} | {preset} | {len(got)} | "
+                    + " | ".join(f"{m:.2f}" for m in mean)
+                    + " |"
+                )
+    return (
+        "\n".join(lines)
+        + f"\n\nSuccess within a time limit of T decisions ({profile.action_repeat} env steps "
+        f"each; the evaluation ran with {full}), at the end of training, mean over seeds.\n"
     )
 
 

@@ -28,6 +28,8 @@ class EvalResult:
         mean_success_length: Mean length of the successful episodes (NaN if none): the
             decisions a policy needs to finish the task.
         mean_return: Mean undiscounted return.
+        success_lengths: Decisions each successful episode took, in episode order: the
+            success rate under any shorter time limit ``T`` is ``sum(n <= T) / episodes``.
     """
 
     episodes: int
@@ -37,6 +39,7 @@ class EvalResult:
     mean_length: float
     mean_success_length: float
     mean_return: float
+    success_lengths: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -116,6 +119,7 @@ def evaluate(
         mean_length=float(np.mean(lengths)),
         mean_success_length=float(np.mean(succ_len)) if succ_len else float("nan"),
         mean_return=float(np.mean(returns)),
+        success_lengths=tuple(int(n) for n in succ_len),
     )
 
 
