@@ -135,7 +135,6 @@ def training_course() -> str:
 
 def metaworld_section() -> str:
     table = (RESULTS / "metaworld.md").read_text().strip()
-    ablations = RESULTS / "ablations.md"
     where = ""
     if (RESULTS / "metaworld_run.json").exists():
         run = json.loads((RESULTS / "metaworld_run.json").read_text())
@@ -152,30 +151,27 @@ def metaworld_section() -> str:
         "![curves](benchmarks/results/metaworld_curves.png)\n"
         "![bars](benchmarks/results/metaworld_bars.png)"
     )
-    if ablations.exists():
-        text += "\n\n**Ablations** (Q-Transformer variants on `noisy`):\n\n" + (
-            ablations.read_text().strip()
-        )
-    scale = RESULTS / "scale.md"
-    if scale.exists():
-        text += (
-            "\n\n**Data scale** (`qtransformer bench --profile cpu --scale --jobs 2`: "
-            "Q-Transformer and the two strongest baselines on the hard presets with fewer "
-            "episodes):\n\n" + scale.read_text().strip()
-        )
-    limits = RESULTS / "time_limits.md"
-    if limits.exists():
-        text += (
-            "\n\n**Time limits** (from the grid's cells above: how many evaluation episodes "
-            "had succeeded within T decisions):\n\n" + limits.read_text().strip()
-        )
-    explore = RESULTS / "explore.md"
-    if explore.exists():
-        text += (
-            "\n\n**Exploration** (`qtransformer bench --profile cpu --explore --jobs 2`: "
-            "changes to a fixed base on the hard presets, on which the `cpu` profile's "
-            "settings were chosen):\n\n" + explore.read_text().strip()
-        )
+    optional = [
+        ("ablations.md", "**Ablations** (Q-Transformer variants on `noisy`)"),
+        (
+            "scale.md",
+            "**Data scale** (`qtransformer bench --profile cpu --scale --jobs 2`: Q-Transformer "
+            "and the two strongest baselines on the hard presets with fewer episodes)",
+        ),
+        (
+            "time_limits.md",
+            "**Time limits** (from the grid's cells above: how many evaluation episodes had "
+            "succeeded within T decisions)",
+        ),
+        (
+            "explore.md",
+            "**Exploration** (`qtransformer bench --profile cpu --explore --jobs 2`: changes to "
+            "a fixed base on the hard presets, on which the `cpu` profile's settings were chosen)",
+        ),
+    ]
+    for name, header in optional:
+        if (RESULTS / name).exists():
+            text += f"\n\n{header}:\n\n" + (RESULTS / name).read_text().strip()
     return text
 
 
