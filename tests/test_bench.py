@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from factories import make_episode
 
 from qtransformer.bench import (
     ABLATIONS,
@@ -219,3 +220,25 @@ def test_time_limit_table_counts_successes_within_each_limit() -> None:
     assert row == "| qt | suboptimal | 2 | 0.20 | 0.30 | 0.50 | 0.70 |"
     assert "| iql |" not in table and "≤ 50 decisions" in table
     assert time_limit_table({"old": records["old"]}, profile) == ""
+
+
+def test_full_profile_config_trains_and_acts_on_ten_tasks() -> None:
+    """The GPU profile's Q-Transformer at its full size (d_model 256, 4 layers, 64 bins), for
+    a few steps on CPU over MT10's task names: task-conditioned training and acting work."""
+    from dataclasses import replace
+
+    import qtransformer as qt
+
+    profile = PROFILES["full"]
+    assert profile.tasks == ("MT10",) and profile.qt.device == "auto"
+    episodes = [
+        make_episode(T=5, success=k % 2 == 0, task=task, seed=10 * i + k)
+        for i, task in enumerate(mw.MT10)
+        for k in range(2)
+    ]
+    data = OfflineDataset.from_episodes(episodes, -np.ones(2), np.ones(2))
+    agent = qt.train(data, replace(profile.qt, steps=3, batch_size=16, log_every=1))
+    assert agent.config.n_bins == 64 and agent.config.d_model == 256
+    actions = agent.act(np.zeros((2, 3), np.float32), task=[mw.MT10[0], mw.MT10[9]])
+    assert actions.shape == (2, 2) and np.all(np.abs(actions) <= 1)
+    assert len(cells_of(profile, ("qt", "iql"), True)) == (2 * 4 + len(ABLATIONS)) * 3
