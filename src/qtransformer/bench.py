@@ -572,7 +572,7 @@ def explore_table(cells: dict[str, dict[str, Any]], profile: Profile) -> str:
             for c in cs:
                 for r in c["rows"]:
                     by_step.setdefault(r["steps"], []).append(r["success_rate"])
-                last = max(c["rows"], key=lambda r: r["steps"])
+                last = _last_row(c)
                 if not math.isnan(last["mean_success_length"]):
                     lengths.append(last["mean_success_length"])
             curve = ", ".join(f"{k}: {np.mean(v):.2f}" for k, v in sorted(by_step.items()))
@@ -596,19 +596,29 @@ def explore_table(cells: dict[str, dict[str, Any]], profile: Profile) -> str:
     )
 
 
+def _last_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A cell's evaluation at the end of its training."""
+    return max(record["rows"], key=lambda r: r["steps"])
+
+
+def _study_finals(cells: dict[str, dict[str, Any]]) -> list[tuple[dict, dict[str, Any]]]:
+    """``(cell, final row)`` of the cells of the data-scale algorithms on the hard presets."""
+    return [
+        (c["cell"], _last_row(c))
+        for c in cells.values()
+        if c["cell"]["algo"] in SCALE_ALGOS and c["cell"]["preset"] in EXPLORE_PRESETS and c["rows"]
+    ]
+
+
 def scale_table(cells: dict[str, dict[str, Any]], profile: Profile) -> str:
     """Final success per algorithm, hard preset and data size (mean ± std over seeds), with
     decisions to success; the profile's own size comes from the grid's cells."""
     sizes = (*SCALE_EPISODES, profile.episodes_per_task)
     final: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
-    for c in cells.values():
-        cell = c["cell"]
+    for cell, last in _study_finals(cells):
         n = cell.get("episodes") or profile.episodes_per_task
-        if cell["algo"] not in SCALE_ALGOS or cell["preset"] not in EXPLORE_PRESETS:
+        if n not in sizes:
             continue
-        if n not in sizes or not c["rows"]:
-            continue
-        last = max(c["rows"], key=lambda r: r["steps"])
         final.setdefault((cell["algo"], cell["preset"], n), []).append(
             (last["success_rate"], last["mean_success_length"])
         )
@@ -647,11 +657,7 @@ def time_limit_table(cells: dict[str, dict[str, Any]], profile: Profile) -> str:
     full = math.ceil(profile.max_steps / profile.action_repeat)
     limits = (*TIME_LIMITS, full)
     rates: dict[tuple[str, str], list[list[float]]] = {}
-    for c in cells.values():
-        cell = c["cell"]
-        if cell["algo"] not in SCALE_ALGOS or cell["preset"] not in EXPLORE_PRESETS:
-            continue
-        last = max(c["rows"], key=lambda r: r["steps"]) if c["rows"] else {}
+    for cell, last in _study_finals(cells):
         if "success_lengths" not in last:
             continue
         n = np.asarray(last["success_lengths"])
