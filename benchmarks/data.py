@@ -68,11 +68,12 @@ def dir_bytes(path: Path) -> int:
 
 def collection(args: Args, scratch: Path) -> dict[str, object]:
     """Steps/s of collection on one core, and bytes per step on disk."""
-    from qtransformer.data import metaworld as mw
+    from qtransformer import collection as mw
     from qtransformer.data.dataset import OfflineDataset
     from qtransformer.data.minari_io import write_minari
+    from qtransformer.envs import metaworld as menv
 
-    tasks = mw.resolve_tasks(args.collect_tasks)
+    tasks = menv.resolve_tasks(args.collect_tasks)
     out: dict[str, object] = {"tasks": tasks}
     for label, image_size in (("state", None), ("image64", 64)):
         items = [
@@ -84,7 +85,7 @@ def collection(args: Args, scratch: Path) -> dict[str, object]:
         seconds = time.perf_counter() - t0
         steps = sum(int(ep.info.get("env_steps", len(ep))) for ep in episodes)
         decisions = sum(len(ep) for ep in episodes)
-        low, high = -np.ones(4), np.ones(4)
+        low, high = menv.action_bounds()
         sizes = {}
         for jpeg in (False, True) if image_size else (False,):
             name = f"{label}{'-jpeg' if jpeg else ''}-v0"
@@ -105,7 +106,7 @@ def collection(args: Args, scratch: Path) -> dict[str, object]:
 
 
 def sampler_rate(data: object, batch_size: int, batches: int, window: int) -> float:
-    from qtransformer.data.dataset import TransitionSampler
+    from qtransformer.data.sampler import TransitionSampler
     from qtransformer.discretize import ActionDiscretizer
 
     d = data  # OfflineDataset
@@ -162,7 +163,8 @@ def synthetic_store(path: Path, steps: int, obs_dim: int, episode_len: int = 35)
 STREAM_CHILD = """
 import json, resource, sys, time
 import numpy as np, torch
-from qtransformer.data.dataset import OfflineDataset, TransitionSampler
+from qtransformer.data.dataset import OfflineDataset
+from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 path, batches, batch_size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 

@@ -50,7 +50,7 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 from qtransformer.config import TrainConfig
-from qtransformer.data.dataset import Batch
+from qtransformer.data.sampler import Batch
 from qtransformer.learner import Learner
 from qtransformer.machine import machine_info
 from qtransformer.model import ModelConfig, QTransformer

@@ -36,11 +36,12 @@ import torch
 import tyro
 
 import qtransformer as qt
+from qtransformer import collection as mw
 from qtransformer.atomic import write_dir_atomically
 from qtransformer.baselines import AgentPolicy
 from qtransformer.bench import QT_CPU
-from qtransformer.data import metaworld as mw
 from qtransformer.discretize import ActionDiscretizer
+from qtransformer.envs import metaworld as menv
 from qtransformer.evaluate import evaluate_metaworld
 from qtransformer.machine import machine_info
 from qtransformer.trainer import agent_of
@@ -105,7 +106,7 @@ def dataset(args: Args) -> qt.OfflineDataset:
             "collect_seconds": seconds,
             "summary": mw.summary(episodes),
         }
-        data = qt.OfflineDataset.from_episodes(episodes, -np.ones(4), np.ones(4), metadata=meta)
+        data = qt.OfflineDataset.from_episodes(episodes, *menv.action_bounds(), metadata=meta)
         from qtransformer.language import ensure_instruction_embeddings
 
         ensure_instruction_embeddings(data)
@@ -192,7 +193,7 @@ def run_agent(name: str, data: qt.OfflineDataset, args: Args) -> dict[str, Any]:
 def speed(data: qt.OfflineDataset, threads: int) -> dict[str, float]:
     """On one batch of the dataset's frames: the image encoder alone (frames/s, batch 64, no
     gradient) and one full update of each pixel agent (samples/s). Run it on a quiet machine."""
-    from qtransformer.data.dataset import TransitionSampler
+    from qtransformer.data.sampler import TransitionSampler
     from qtransformer.encoders import ImageEncoder
     from qtransformer.learner import Learner
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from factories import make_episode
 
+from qtransformer import collection as mw
 from qtransformer.bench import (
     ABLATIONS,
     EXPLORATION,
@@ -24,8 +25,8 @@ from qtransformer.bench import (
     summarize,
     time_limit_table,
 )
-from qtransformer.data import metaworld as mw
 from qtransformer.data.dataset import OfflineDataset
+from qtransformer.envs import metaworld as menv
 from qtransformer.evaluate import evaluate_metaworld
 
 pytestmark = pytest.mark.slow
@@ -233,12 +234,12 @@ def test_full_profile_config_trains_and_acts_on_ten_tasks() -> None:
     assert profile.tasks == ("MT10",) and profile.qt.device == "auto"
     episodes = [
         make_episode(T=5, success=k % 2 == 0, task=task, seed=10 * i + k)
-        for i, task in enumerate(mw.MT10)
+        for i, task in enumerate(menv.MT10)
         for k in range(2)
     ]
     data = OfflineDataset.from_episodes(episodes, -np.ones(2), np.ones(2))
     agent = qt.train(data, replace(profile.qt, steps=3, batch_size=16, log_every=1))
     assert agent.config.n_bins == 64 and agent.config.d_model == 256
-    actions = agent.act(np.zeros((2, 3), np.float32), task=[mw.MT10[0], mw.MT10[9]])
+    actions = agent.act(np.zeros((2, 3), np.float32), task=[menv.MT10[0], menv.MT10[9]])
     assert actions.shape == (2, 2) and np.all(np.abs(actions) <= 1)
     assert len(cells_of(profile, ("qt", "iql"), True)) == (2 * 4 + len(ABLATIONS)) * 3

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import qtransformer as qt
-from qtransformer.data.dataset import TransitionSampler
+from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 
 

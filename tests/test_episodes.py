@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qtransformer as qt
-from qtransformer.data.dataset import TransitionSampler
 from qtransformer.data.episodes import DatasetError, Episode, validate_episodes
+from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.returns import window_indices
 

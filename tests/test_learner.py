@@ -6,7 +6,7 @@ import torch
 
 import qtransformer as qt
 from qtransformer.atomic import write_dir_atomically
-from qtransformer.data.dataset import TransitionSampler
+from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.learner import Learner
 

@@ -13,7 +13,8 @@ import pytest
 
 from qtransformer.data.episodes import validate_episode
 
-mw = pytest.importorskip("qtransformer.data.metaworld")
+mw = pytest.importorskip("qtransformer.collection")
+menv = pytest.importorskip("qtransformer.envs.metaworld")
 
 EXPERT = mw.PolicySpec("expert")
 DEGRADED = mw.PolicySpec("degraded", noise=0.8, perturb_prob=0.05, perturb_len=5)
@@ -37,20 +38,20 @@ def same(a, b) -> bool:
 def test_instructions_cover_every_v3_task() -> None:
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-    assert set(mw.INSTRUCTIONS) == set(ALL_V3_ENVIRONMENTS) and len(mw.INSTRUCTIONS) == 50
-    assert all(text and text == text.strip() for text in mw.INSTRUCTIONS.values())
-    assert len(mw.MT10) == 10 and set(mw.MT10) < set(mw.MT50) and len(mw.MT50) == 50
+    assert set(menv.INSTRUCTIONS) == set(ALL_V3_ENVIRONMENTS) and len(menv.INSTRUCTIONS) == 50
+    assert all(text and text == text.strip() for text in menv.INSTRUCTIONS.values())
+    assert len(menv.MT10) == 10 and set(menv.MT10) < set(menv.MT50) and len(menv.MT50) == 50
 
 
 def test_resolve_tasks() -> None:
-    assert mw.resolve_tasks("MT10") == mw.MT10
-    assert mw.resolve_tasks("mt50") == mw.MT50
-    assert mw.resolve_tasks("reach-v3, push-v3,reach-v3") == ["reach-v3", "push-v3"]
-    assert mw.resolve_tasks(["push-v3"]) == ["push-v3"]
+    assert menv.resolve_tasks("MT10") == menv.MT10
+    assert menv.resolve_tasks("mt50") == menv.MT50
+    assert menv.resolve_tasks("reach-v3, push-v3,reach-v3") == ["reach-v3", "push-v3"]
+    assert menv.resolve_tasks(["push-v3"]) == ["push-v3"]
     with pytest.raises(ValueError, match="pushh-v3"):
-        mw.resolve_tasks("reach-v3,pushh-v3")
+        menv.resolve_tasks("reach-v3,pushh-v3")
     with pytest.raises(ValueError):
-        mw.resolve_tasks(" , ")
+        menv.resolve_tasks(" , ")
 
 
 def test_same_seed_same_episode_and_different_seed_differs() -> None:
@@ -72,10 +73,10 @@ def test_successes_end_with_the_only_reward_and_failures_are_truncated() -> None
     assert not lose.success and lose.truncated and not lose.terminated
     assert not lose.rewards.any() and len(lose) == 30
     for i, ep in enumerate((win, lose)):
-        validate_episode(ep, i, -np.ones(4), np.ones(4), tasks=mw.MT50)
+        validate_episode(ep, i, -np.ones(4), np.ones(4), tasks=menv.MT50)
         assert ep.observations.dtype == np.float32 and ep.observations.shape == (len(ep) + 1, 39)
         assert ep.actions.shape == (len(ep), 4) and ep.images is None
-        assert ep.instruction == mw.INSTRUCTIONS[ep.task] and ep.kind == ep.info["policy"]["kind"]
+        assert ep.instruction == menv.INSTRUCTIONS[ep.task] and ep.kind == ep.info["policy"]["kind"]
         assert set(ep.info) >= {"seed", "policy", "action_repeat", "env_steps", "success"}
         json.dumps(ep.info)
 
@@ -146,7 +147,7 @@ def test_images_are_right_way_up_and_not_mirrored() -> None:
 
 def test_collect_with_images_in_egl_worker_processes() -> None:
     code = (
-        "from qtransformer.data import metaworld as mw\n"
+        "from qtransformer import collection as mw\n"
         "if __name__ == '__main__':\n"
         "    item = mw.RecipeItem('reach-v3', mw.PolicySpec('expert'), 2, max_steps=20)\n"
         "    eps = mw.collect([item], seed=0, workers=2, progress=False, image_size=32)\n"
@@ -233,8 +234,8 @@ def test_mixed_is_two_demos_to_one_failure() -> None:
 
 def test_task_env_replays_collection_and_instances_are_independent() -> None:
     ep = mw.collect_episode("reach-v3", EXPERT, seed=5, max_steps=150)
-    a = mw.MetaWorldTask("reach-v3", max_steps=150)
-    b = mw.MetaWorldTask("reach-v3", max_steps=150)
+    a = menv.MetaWorldTask("reach-v3", max_steps=150)
+    b = menv.MetaWorldTask("reach-v3", max_steps=150)
     obs_a, _ = a.reset(seed=5)
     obs_b, _ = b.reset(seed=6)
     np.testing.assert_array_equal(obs_a, ep.observations[0])
@@ -250,7 +251,7 @@ def test_task_env_replays_collection_and_instances_are_independent() -> None:
 
 
 def test_task_env_truncates_at_the_time_limit_with_action_repeat() -> None:
-    env = mw.MetaWorldTask("push-v3", max_steps=10, action_repeat=4)
+    env = menv.MetaWorldTask("push-v3", max_steps=10, action_repeat=4)
     env.reset(seed=0)
     flags = [env.step(np.zeros(4, np.float32))[2:4] for _ in range(3)]
     assert flags == [(False, False), (False, False), (False, True)]
@@ -264,7 +265,7 @@ def test_collection_gives_up_with_a_clear_error() -> None:
 
 
 def test_noise_table_and_fallback(caplog) -> None:
-    assert set(mw.MT10) <= set(mw.NOISE_FOR_40_PERCENT)
+    assert set(menv.MT10) <= set(mw.NOISE_FOR_40_PERCENT)
     assert mw.noise_for_task("push-v3") == mw.NOISE_FOR_40_PERCENT["push-v3"]
     with caplog.at_level(logging.WARNING):
         assert mw.noise_for_task("assembly-v3", calibrate=False) == mw.FALLBACK_NOISE
@@ -279,8 +280,8 @@ def test_logistic_fit_finds_the_crossing() -> None:
     x = np.repeat(np.linspace(-1.0, 2.0, 7), 400)
     p = 1 / (1 + np.exp(-(3.0 - 4.0 * x)))  # p = 0.4 at x = (3 + log(1.5)) / 4
     y = (rng.random(x.size) < p).astype(float)
-    assert mw._fit_crossing(x, y, 0.4) == pytest.approx((3 + math.log(1.5)) / 4, abs=0.03)
-    assert mw._fit_crossing(x, 1 - y, 0.4) is None  # success rising with noise: no answer
+    assert mw.noise._fit_crossing(x, y, 0.4) == pytest.approx((3 + math.log(1.5)) / 4, abs=0.03)
+    assert mw.noise._fit_crossing(x, 1 - y, 0.4) is None  # success rising with noise: no answer
 
 
 def test_calibrate_noise_lands_in_range() -> None:

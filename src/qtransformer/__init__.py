@@ -2,7 +2,8 @@
 
 from qtransformer.agent import Agent, ObservationHistory, load_agent
 from qtransformer.config import TrainConfig
-from qtransformer.data.dataset import Batch, OfflineDataset
+from qtransformer.data.dataset import OfflineDataset
+from qtransformer.data.sampler import Batch
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.learner import Learner
 from qtransformer.model import ModelConfig, QTransformer

@@ -264,8 +264,9 @@ def ensure_dataset(
 ) -> Path:
     """Collect the preset's data for ``seed`` once (``episodes`` per task, default the
     profile's); later cells reuse the saved store."""
-    from qtransformer.data import metaworld as mw
+    from qtransformer import collection as mw
     from qtransformer.data.dataset import OfflineDataset
+    from qtransformer.envs import metaworld as menv
 
     path = dataset_path(work, profile, preset, seed, episodes)
     if (path / "dataset.json").exists():
@@ -286,7 +287,7 @@ def ensure_dataset(
         "summary": mw.summary(episodes),
         "recipe": [item.as_dict() for item in recipe],
     }
-    data = OfflineDataset.from_episodes(episodes, -np.ones(4), np.ones(4), metadata=meta)
+    data = OfflineDataset.from_episodes(episodes, *menv.action_bounds(), metadata=meta)
     data.save(path)
     return path
 

@@ -138,14 +138,14 @@ def run_train(args: TrainArgs) -> None:
 def run_collect(args: CollectArgs) -> None:
     import time
 
-    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    from qtransformer.data import metaworld as mw
+    from qtransformer import collection as mw
     from qtransformer.data.minari_io import write_minari
+    from qtransformer.envs import metaworld as menv
 
-    tasks = mw.resolve_tasks(args.tasks)
+    tasks = menv.resolve_tasks(args.tasks)
     if args.preset is not None:
         recipe = mw.preset_recipe(
             args.preset, tasks, args.episodes_per_task, args.max_steps, args.action_repeat
@@ -176,16 +176,17 @@ def run_collect(args: CollectArgs) -> None:
         model_name = MODEL_NAME
     env_spec = None
     if len(tasks) == 1:  # Minari can then recreate the environment: recover_environment()
-        env_spec = mw.env_spec(
+        env_spec = menv.env_spec(
             tasks[0], args.max_steps, args.action_repeat, args.image_size, args.camera
         )
+    low, high = menv.action_bounds()
     path = write_minari(
         episodes,
         args.out,
         name,
         env_spec=env_spec,
-        action_low=-np.ones(4),
-        action_high=np.ones(4),
+        action_low=low,
+        action_high=high,
         metadata={
             "source": "metaworld",
             "preset": args.preset,
@@ -226,11 +227,11 @@ def run_eval(args: EvalArgs) -> None:
 
     from qtransformer.agent import load_agent
     from qtransformer.baselines import AgentPolicy
-    from qtransformer.data import metaworld as mw
+    from qtransformer.envs import metaworld as menv
     from qtransformer.evaluate import evaluate_metaworld
 
     agent = load_agent(args.agent)
-    tasks = mw.resolve_tasks(args.tasks) if args.tasks else agent.tasks
+    tasks = menv.resolve_tasks(args.tasks) if args.tasks else agent.tasks
     instructions = None
     if args.instructions is not None:
         instructions = json.loads(args.instructions.read_text())

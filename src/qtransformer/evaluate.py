@@ -175,7 +175,7 @@ def evaluate_metaworld(
         ValueError: for instructions of tasks not evaluated, instructions given to a policy
             that does not read them, or an image policy without a frame size.
     """
-    from qtransformer.data.metaworld import INSTRUCTIONS, MetaWorldTask
+    from qtransformer.envs.metaworld import INSTRUCTIONS, MetaWorldTask
 
     named = len(tasks) > 1 if multi_task is None else multi_task
     reads_instructions = bool(getattr(policy, "reads_instructions", False))
@@ -267,7 +267,7 @@ def film(
     """
     from PIL import Image
 
-    from qtransformer.data.metaworld import MetaWorldTask
+    from qtransformer.envs.metaworld import MetaWorldTask
 
     out = Path(video_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from qtransformer.config import TrainConfig
-from qtransformer.data.dataset import Batch
+from qtransformer.data.sampler import Batch
 from qtransformer.encoders import random_shift
 from qtransformer.loss import behaviour_cloning_loss, per_dimension_targets, q_transformer_loss
 from qtransformer.model import QTransformer
@@ -28,7 +27,8 @@ class Learner:
         obs_dim: Length of an observation vector.
         action_dim: Number of action dimensions.
         n_tasks: Number of tasks in the data (a task token is added when above 1).
-        q_max: Value bound; rewards and returns are divided by it (ALGORITHM.md section 3).
+        q_max: Value bound; rewards and returns are divided by it (docs/design.md,
+            'Value range').
         device: Where the networks live.
         obs_mean: Per-feature observation mean for the encoder's normalization.
         obs_std: Per-feature observation standard deviation.
@@ -192,17 +192,3 @@ class Learner:
             p_t.lerp_(p, tau)
         for b_t, b in zip(self.target.buffers(), self.model.buffers(), strict=True):
             b_t.copy_(b)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "target": self.target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 from qtransformer.agent import Agent
 from qtransformer.atomic import write_dir_atomically
 from qtransformer.config import TrainConfig
-from qtransformer.data.dataset import OfflineDataset, TransitionSampler
+from qtransformer.data.dataset import OfflineDataset
+from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.learner import Learner
 
