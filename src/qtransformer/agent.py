@@ -86,6 +86,10 @@ class Agent:
         embedding_model: Name of the language model that made the task feature table, for
             instruction-conditioned agents (new instructions are embedded with it).
         camera: Camera of the training images, so evaluation renders the same view.
+        env: How the training data's environment was set up (``max_steps``,
+            ``action_repeat``, ``camera``, ``image_size``: what
+            :meth:`qtransformer.data.dataset.OfflineDataset.env_settings` records);
+            evaluation uses them unless told otherwise.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Agent:
         instructions: Sequence[str] | None = None,
         embedding_model: str | None = None,
         camera: str | None = None,
+        env: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model.eval()
         self.discretizer = discretizer
@@ -106,7 +111,8 @@ class Agent:
         self.tasks = list(tasks)
         self.instructions = list(instructions) if instructions is not None else list(tasks)
         self.embedding_model = embedding_model
-        self.camera = camera
+        self.env: dict[str, Any] = dict(env or {})
+        self.camera = camera if camera is not None else self.env.get("camera")
         self.instruction_cache: dict[str, np.ndarray] = {}
         """Instruction -> feature vector; the known ones are the rows of the task table."""
         if self.reads_instructions:
@@ -321,6 +327,7 @@ class Agent:
             "instructions": self.instructions,
             "embedding_model": self.embedding_model,
             "camera": self.camera,
+            "env": self.env,
             "train": self.train_config,
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2))
@@ -351,6 +358,7 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
         meta.get("instructions"),
         meta.get("embedding_model"),
         meta.get("camera"),
+        meta.get("env"),
     )
 
 

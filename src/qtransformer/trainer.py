@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from qtransformer.learner import Learner
 log = logging.getLogger(__name__)
 
 Callback = Callable[[int, dict[str, float], Learner], None]
+Evaluation = Callable[[Agent, int], "Mapping[str, float] | None"]
+"""``evaluate(agent, step)`` along training; numbers it returns are logged under ``eval/``."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,6 +100,7 @@ def agent_of(learner: Learner, data: OfflineDataset) -> Agent:
         data.instructions,
         embedding_model=data.instruction_embedding_model if uses_instructions else None,
         camera=data.metadata.get("camera"),
+        env=data.env_settings(),
     )
 
 
@@ -110,6 +113,8 @@ def train(
     callback: Callback | None = None,
     progress: bool = False,
     tensorboard: bool = False,
+    evaluate: Evaluation | None = None,
+    eval_steps: Sequence[int] = (),
 ) -> Agent:
     """Train a Q-Transformer on an offline dataset.
 
@@ -123,6 +128,11 @@ def train(
             (metrics are then computed every step).
         progress: Show a progress bar.
         tensorboard: Write metrics to ``out_dir/tb`` every ``log_every`` steps.
+        evaluate: Called as ``evaluate(agent, step)`` after the update of every step in
+            ``eval_steps`` (on the first process only), with the agent acting through the
+            online network in eval mode; training continues in train mode afterwards. The
+            numbers it returns are logged, and written to TensorBoard as ``eval/<name>``.
+        eval_steps: Steps at which to evaluate.
 
     Returns:
         The trained agent (online network, eval mode).
@@ -188,6 +198,7 @@ def train(
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     local = cfg.batch_size // world
+    eval_at = set(eval_steps)
     if rank == 0:
         log.info("training on %d process(es) on %s, %d samples each per step", world, device, local)
     bar = None
@@ -205,6 +216,17 @@ def train(
         )
         if callback is not None:
             callback(step, metrics, learner)
+        if evaluate is not None and step in eval_at and rank == 0:
+            learner.model.eval()
+            results = evaluate(agent, step) or {}
+            learner.model.train()
+            for k, v in results.items():
+                if writer is not None:
+                    writer.add_scalar(f"eval/{k}", v, step)
+            if results:
+                log.info(
+                    "eval at step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in results.items())
+                )
         if log_now:
             if writer is not None:
                 for k, v in metrics.items():

@@ -20,6 +20,8 @@ from qtransformer.returns import (
 
 log = logging.getLogger(__name__)
 
+ENV_SETTINGS = ("max_steps", "action_repeat", "camera", "image_size")
+"""Metadata keys that say how the data's environment was set up."""
 STORE_FORMAT = "qtransformer-dataset-v1"
 STORE_META = "dataset.json"
 STORE_ARRAYS = (
@@ -260,6 +262,12 @@ class OfflineDataset:
         timeouts[ends] = ~terminated
 
         with_images = episodes[0].images is not None
+        metadata = dict(metadata or {})
+        for key in ENV_SETTINGS:
+            # Collectors record the time limit, action repeat and camera with every episode.
+            values = {ep.info.get(key) for ep in episodes} - {None}
+            if key not in metadata and len(values) == 1:
+                metadata[key] = values.pop()
         data = cls.from_arrays(
             observations=np.concatenate([ep.observations[:-1] for ep in episodes]),
             actions=np.concatenate([ep.actions for ep in episodes]),
@@ -449,6 +457,20 @@ class OfflineDataset:
     @property
     def num_episodes(self) -> int:
         return int(len(self.episodes.starts))
+
+    def env_settings(self) -> dict[str, Any]:
+        """How the data's environment was set up, as far as the data records it:
+        ``max_steps`` (time limit in env steps), ``action_repeat``, ``camera`` and
+        ``image_size`` (square frames). Agents keep these so that evaluation reproduces them."""
+        out = {k: self.metadata[k] for k in ENV_SETTINGS if self.metadata.get(k) is not None}
+        if self.images is not None:
+            H, W = (int(x) for x in self.images.shape[1:3])
+            if H == W:
+                out["image_size"] = H
+        else:
+            out.pop("camera", None)
+            out.pop("image_size", None)
+        return out
 
     def episode_success(self) -> np.ndarray:
         """Whether each episode succeeded, ``(num_episodes,)`` bool: its rewards sum above 0.
