@@ -220,3 +220,20 @@ def test_unknown_instruction_is_embedded_on_the_fly(tiny_arrays, tmp_path) -> No
     back = qt.load_agent(tmp_path / "instr")
     assert back.reads_instructions and set(back.instruction_cache) == {"do a", "do b"}
     np.testing.assert_array_equal(back.act(obs, instruction=new), a)
+
+
+def test_image_agent_records_its_datas_environment_through_save_and_load(
+    tiny_arrays, tmp_path
+) -> None:
+    from qtransformer.policy import AgentPolicy, Observes
+
+    data = image_dataset(tiny_arrays)
+    data.metadata.update(max_steps=60, action_repeat=4, camera="topview", image_size=16)
+    cfg = {**CFG.__dict__, **TINY_IMAGES, "window": 1, "observation": "image", "steps": 1}
+    agent = qt.train(data, qt.TrainConfig(**cfg))
+    record = {"max_steps": 60, "action_repeat": 4, "camera": "topview", "image_size": 16}
+    assert agent.env == record and agent.camera == "topview"
+    agent.save(tmp_path / "img")
+    back = qt.load_agent(tmp_path / "img")
+    assert back.env == record
+    assert AgentPolicy(back).observes == Observes("image", 16, "topview", False, record)

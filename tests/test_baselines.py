@@ -6,11 +6,11 @@ import pytest
 from qtransformer.agent import Agent
 from qtransformer.baselines import (
     BASELINES,
-    AgentPolicy,
     BaselinePolicy,
+    BaselineSettings,
+    BCSettings,
     DecisionTransformerPolicy,
-    Policy,
-    policy_factory,
+    default_settings,
     train_baseline,
 )
 from qtransformer.data.dataset import OfflineDataset
@@ -18,6 +18,7 @@ from qtransformer.discretize import ActionDiscretizer
 from qtransformer.envs.gridworld import STITCH_SPEC, GridWorld, stitching_dataset
 from qtransformer.evaluate import evaluate
 from qtransformer.model import ModelConfig, QTransformer
+from qtransformer.policy import AgentPolicy, Observes, Policy, policy_factory
 
 pytest.importorskip("d3rlpy")
 
@@ -25,7 +26,11 @@ LENGTHS = [5, 7, 4, 6, 8, 5]
 SUCCESS = [True, False, False, True, False, False]
 
 
-def tiny_data(tasks: list[str] | None = None, successes: list[bool] = SUCCESS) -> OfflineDataset:
+def tiny_data(
+    tasks: list[str] | None = None,
+    successes: list[bool] = SUCCESS,
+    metadata: dict | None = None,
+) -> OfflineDataset:
     """Six episodes, 6-dim observations, 4-dim actions in [-1, 1]; successes end terminal."""
     rng = np.random.default_rng(0)
     T = sum(LENGTHS)
@@ -48,15 +53,34 @@ def tiny_data(tasks: list[str] | None = None, successes: list[bool] = SUCCESS) -
         action_high=np.ones(4),
         task_ids=None if tasks is None else episode % len(tasks),
         tasks=tasks,
+        metadata=metadata,
     )
 
 
-@pytest.mark.parametrize("name", BASELINES)
+def test_one_registry_names_the_baselines_in_table_order() -> None:
+    assert tuple(BASELINES) == ("bc", "bc-success", "iql", "cql", "dt")
+    assert "iql" in BASELINES and "qt" not in BASELINES
+    for name, spec in BASELINES.items():
+        settings = default_settings(name)
+        assert settings == spec.settings() and isinstance(settings, BaselineSettings)
+        assert spec.description and "\n" not in spec.description
+    assert default_settings("bc-success") == BCSettings(success_only=True)
+    with pytest.raises(ValueError, match="unknown baseline 'qt'"):
+        default_settings("qt")
+    with pytest.raises(ValueError, match="unknown baseline 'qt'"):
+        train_baseline("qt", tiny_data(), steps=1)
+
+
+@pytest.mark.parametrize("name", tuple(BASELINES))
 def test_every_baseline_acts_in_bounds_for_task_names(name: str) -> None:
-    data = tiny_data(tasks=["reach", "push"])
+    env = {"max_steps": 150, "action_repeat": 4}
+    data = tiny_data(tasks=["reach", "push"], metadata={**env, "camera": "corner"})
     policy = train_baseline(name, data, steps=2, batch_size=8)
     assert isinstance(policy, Policy) and policy.steps == 2
     assert policy.record()["settings"]["batch_size"] == 8
+    # What it reads, and the environment settings of its data (no frames: no camera).
+    assert policy.observes == Observes("state", env=env)
+    assert policy.record()["env"] == env
     policy.reset(3)
     obs = np.random.default_rng(1).normal(size=(3, 6))
     actions = policy.act(obs, task=["reach", "push", 1])
@@ -67,6 +91,8 @@ def test_every_baseline_acts_in_bounds_for_task_names(name: str) -> None:
         policy.act(obs)
     with pytest.raises(ValueError, match="unknown task 'lift'"):
         policy.act(obs, task="lift")
+    with pytest.raises(ValueError, match="not by instruction"):
+        policy.act(obs, task="push", instruction="reach the goal")
 
 
 def test_bc_success_trains_on_successful_episodes_only() -> None:

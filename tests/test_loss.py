@@ -181,7 +181,8 @@ def test_conservative_fixed_point_weighs_each_bin_by_its_data_frequency(alpha: f
     """With one state and a free Q per bin, eq. 2 is minimized at
     Q(b) = p_b y_b / (p_b + alpha (1 - p_b) / (N - 1)), p_b the data's frequency of bin b and
     y_b its target: the regularizer trades value for behaviour frequency, more so as alpha
-    grows. (This is why the `cpu` profile's alpha is below 1; see ALGORITHM.md section 4.)"""
+    grows. (This is why the `cpu` profile's alpha is below 1; see docs/design.md,
+    'Conservative regularizer'.)"""
     N = 8
     p = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.25, 0.1, 0.0])
     y = np.array([0.0, 0.9, 0.8, 0.5, 0.6, 0.4, 0.7, 0.0])

@@ -94,7 +94,7 @@ def test_cli_trains_both_and_evaluates_on_paraphrased_instructions(dataset, tmp_
     main(
         [
             "eval", "--agent", str(tmp_path / "run" / "agent"), "--episodes", "2",
-            "--num-envs", "2", "--max-steps", "12", "--action-repeat", "4", "--videos", "1",
+            "--num-envs", "2", "--max-steps", "12", "--env-mismatch-ok", "--videos", "1",
             "--instructions", str(tmp_path / "para.json"), "--out", str(out),
         ]
     )  # fmt: skip
@@ -103,7 +103,7 @@ def test_cli_trains_both_and_evaluates_on_paraphrased_instructions(dataset, tmp_
     gifs = sorted(p.name.split("_ep")[0] for p in (tmp_path / "eval" / "videos").iterdir())
     assert gifs == sorted(TASKS)
 
-    from qtransformer.baselines import AgentPolicy
+    from qtransformer.policy import AgentPolicy
     from qtransformer.evaluate import evaluate_metaworld
 
     policy = AgentPolicy(agent)

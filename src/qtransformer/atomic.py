@@ -22,9 +22,10 @@ def write_dir_atomically(path: str | Path, write: Callable[[Path], None]) -> Non
     tmp.mkdir()
     try:
         write(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        for f in sorted(tmp.rglob("*")):  # files in sub-folders too (a Minari dataset's data/)
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         if path.exists():
             path.rename(old)
         tmp.rename(path)

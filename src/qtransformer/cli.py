@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import tyro
 
 from qtransformer.bench import BenchArgs
-from qtransformer.config import TrainConfig
+from qtransformer.config import PRESETS, TrainConfig
 
 log = logging.getLogger("qtransformer")
+
+PresetName = Literal["default", "paper"]
+"""The names of :data:`qtransformer.config.PRESETS` (a test keeps the two in step)."""
 
 
 @dataclass
 class TrainArgs:
-    """Train a Q-Transformer on an offline dataset (run under torchrun for several processes)."""
+    """Train a Q-Transformer on an offline dataset (run under torchrun for several processes).
+
+    --preset paper gives the paper's settings (256 bins, conservative weight 1, 1-step
+    returns, one Q head, constant learning rate, 3000 steps) instead of the defaults we
+    measured best; flags given with it change the preset (--preset paper --steps 500)."""
 
     data: str
     """Dataset: a Minari dataset folder or id, a folder saved by OfflineDataset.save, or a .npz
@@ -28,6 +37,9 @@ class TrainArgs:
     """Continue from out/checkpoint if it exists."""
     tensorboard: bool = False
     """Write TensorBoard logs to out/tb."""
+    preset: PresetName = "default"
+    """Named configuration the other flags start from: 'default' (the settings we measured
+    best) or 'paper' (the paper's); the defaults shown below are the chosen preset's."""
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -85,10 +97,12 @@ class EvalArgs:
     """Episodes per task."""
     num_envs: int = 10
     """Environments stepped together (one batched decode per step)."""
-    max_steps: int = 200
-    """Time limit in env steps (use the data's)."""
-    action_repeat: int = 1
-    """Env steps per decision (use the data's)."""
+    max_steps: int | None = None
+    """Time limit in env steps; default: the one the agent's data was collected with."""
+    action_repeat: int | None = None
+    """Env steps per decision; default: the one the agent's data was collected with."""
+    env_mismatch_ok: bool = False
+    """Allow --max-steps / --action-repeat to differ from the agent's recorded settings."""
     seed: int = 0
     """Evaluation seed (episodes never share seeds with collection)."""
     videos: int = 0
@@ -226,35 +240,46 @@ def run_eval(args: EvalArgs) -> None:
     from rich.table import Table
 
     from qtransformer.agent import load_agent
-    from qtransformer.baselines import AgentPolicy
     from qtransformer.envs import metaworld as menv
-    from qtransformer.evaluate import evaluate_metaworld
+    from qtransformer.evaluate import env_settings, evaluate_metaworld
+    from qtransformer.policy import AgentPolicy
 
     agent = load_agent(args.agent)
+    if not args.env_mismatch_ok:
+        check_env_flags(args, agent.env)
     tasks = menv.resolve_tasks(args.tasks) if args.tasks else agent.tasks
     instructions = None
     if args.instructions is not None:
         instructions = json.loads(args.instructions.read_text())
         if not isinstance(instructions, dict):
             raise SystemExit(f"{args.instructions} must hold a JSON object {{task: instruction}}")
+    policy = AgentPolicy(agent)
+    env = env_settings(policy.observes, args.max_steps, args.action_repeat)
+    log.info(
+        "evaluating in %s",
+        ", ".join(f"{k}={v}" for k, v in env.as_dict().items() if v is not None),
+    )
     results = evaluate_metaworld(
-        AgentPolicy(agent),
+        policy,
         tasks,
         args.episodes,
         args.num_envs,
-        args.seed,
-        args.max_steps,
-        args.action_repeat,
+        seed=args.seed,
+        max_steps=env.max_steps,
+        action_repeat=env.action_repeat,
         multi_task=agent.config.task_dim > 0,
         video_dir=args.out.parent / "videos",
         video_episodes=args.videos,
         progress=True,
         instructions=instructions,
+        image_size=env.image_size,
+        camera=env.camera,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "agent": str(args.agent),
         "settings": {k: str(v) for k, v in vars(args).items()},
+        "env": env.as_dict(),
         "results": {t: r.as_dict() for t, r in results.items()},
     }
     args.out.write_text(json.dumps(payload, indent=2))
@@ -272,6 +297,28 @@ def run_eval(args: EvalArgs) -> None:
     Console().print(f"-> {args.out}")
 
 
+ENV_FLAGS = {
+    "max_steps": ("--max-steps", "a time limit of {} env steps"),
+    "action_repeat": ("--action-repeat", "action repeat {}"),
+}
+
+
+def check_env_flags(args: EvalArgs, recorded: Mapping[str, Any]) -> None:
+    """Refuse --max-steps / --action-repeat values other than the agent's recorded ones.
+
+    Raises:
+        SystemExit: naming the flag, both values and the agent folder.
+    """
+    for key, (flag, phrase) in ENV_FLAGS.items():
+        given, known = getattr(args, key), recorded.get(key)
+        if given is not None and known is not None and int(given) != int(known):
+            raise SystemExit(
+                f"{flag} {given}, but {args.agent} was trained on data collected with "
+                f"{phrase.format(known)}; drop the flag, or pass --env-mismatch-ok to evaluate "
+                "under other settings on purpose"
+            )
+
+
 def run_bench(args: BenchArgs) -> None:
     from qtransformer.bench import main as bench
 
@@ -287,19 +334,45 @@ def run_demo(args: DemoArgs) -> None:
         run_metaworld_demo(args.out)
 
 
-Commands = Union[  # noqa: UP007 (tyro reads the Annotated members of a typing.Union)
-    Annotated[CollectArgs, tyro.conf.subcommand("collect")],
-    Annotated[TrainArgs, tyro.conf.subcommand("train")],
-    Annotated[EvalArgs, tyro.conf.subcommand("eval")],
-    Annotated[BenchArgs, tyro.conf.subcommand("bench")],
-    Annotated[DemoArgs, tyro.conf.subcommand("demo")],
-]
+def preset_of(argv: Sequence[str]) -> str:
+    """The ``--preset NAME`` (or ``--preset=NAME``) of a ``train`` command line, else
+    ``"default"``; an unknown name is left for tyro to reject."""
+    subcommands = {"collect", "train", "eval", "bench", "demo"}
+    first = next((a for a in argv if a in subcommands), None)
+    if first != "train":
+        return "default"
+    rest = list(argv[list(argv).index("train") + 1 :])
+    for i, a in enumerate(rest):
+        name = None
+        if a == "--preset" and i + 1 < len(rest):
+            name = rest[i + 1]
+        elif a.startswith("--preset="):
+            name = a.split("=", 1)[1]
+        if name in PRESETS:
+            return name
+    return "default"
+
+
+def commands(preset: str = "default") -> Any:
+    """The subcommands, with ``train``'s defaults taken from the configuration ``preset``."""
+    train_default = TrainArgs(
+        data=tyro.MISSING,  # type: ignore[arg-type]
+        preset=preset,  # type: ignore[arg-type]
+        config=TrainConfig.preset(preset),
+    )
+    return Union[  # noqa: UP007 (tyro reads the Annotated members of a typing.Union)
+        Annotated[CollectArgs, tyro.conf.subcommand("collect")],
+        Annotated[TrainArgs, tyro.conf.subcommand("train", default=train_default)],
+        Annotated[EvalArgs, tyro.conf.subcommand("eval")],
+        Annotated[BenchArgs, tyro.conf.subcommand("bench")],
+        Annotated[DemoArgs, tyro.conf.subcommand("demo")],
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = tyro.cli(
-        Commands,  # type: ignore[arg-type]
+        commands(preset_of(sys.argv[1:] if argv is None else argv)),
         args=argv,
         config=(tyro.conf.OmitArgPrefixes, tyro.conf.OmitSubcommandPrefixes),
     )

@@ -1,4 +1,4 @@
-"""Continuous actions <-> per-dimension bins (ALGORITHM.md section 1).
+"""Continuous actions <-> per-dimension bins (docs/design.md, 'Discretization').
 
 Each action dimension i is cut into ``n_bins`` equal bins between ``low[i]`` and ``high[i]``;
 bin ``b`` maps back to its centre. The joint space ``n_bins ** dA`` is never enumerated.

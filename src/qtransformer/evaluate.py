@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -11,8 +12,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-BatchPolicy = Callable[[Any], np.ndarray]
-"""Observations of all environments (an array, or a dict of arrays) -> actions ``(B, dA)``."""
+from qtransformer.policy import BatchPolicy, Observes, Policy, policy_factory
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EVAL_SEED_OFFSET",
+    "BatchPolicy",
+    "EnvSettings",
+    "EvalResult",
+    "env_settings",
+    "evaluate",
+    "evaluate_metaworld",
+    "film",
+    "wilson_interval",
+]
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,8 @@ def evaluate(
 
     Args:
         make_policy: ``make_policy(num_envs)`` returns a fresh batched policy for one wave of
-            episodes (a stateful one may keep observation history).
+            episodes (a stateful one may keep observation history);
+            :func:`qtransformer.policy.policy_factory` makes one from a policy.
         envs: Environments stepped together.
         episodes: Total number of episodes.
         seed: Episode ``k`` is reset with seed ``seed + k``.
@@ -126,15 +141,81 @@ def evaluate(
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation episodes use seeds from here on, apart from the collection seeds."""
 
+FALLBACK_MAX_STEPS = 200
+FALLBACK_ACTION_REPEAT = 1
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """How evaluation sets up each Meta-World environment.
+
+    Attributes:
+        max_steps: Time limit in env steps.
+        action_repeat: Env steps per decision.
+        image_size: Side of the rendered frames for a policy that reads images, else None.
+        camera: Camera of those frames ("corner" unless the policy says otherwise).
+    """
+
+    max_steps: int
+    action_repeat: int
+    image_size: int | None = None
+    camera: str = "corner"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def env_settings(
+    observes: Observes,
+    max_steps: int | None = None,
+    action_repeat: int | None = None,
+    image_size: int | None = None,
+    camera: str | None = None,
+) -> EnvSettings:
+    """The environment settings to evaluate a policy under: what is given, else what its
+    training data recorded (``observes.env``), else 200 steps at action repeat 1 (logged as a
+    warning, since the data's own settings are unknown).
+
+    Raises:
+        ValueError: for a policy that reads images and knows no frame size.
+    """
+    recorded = observes.env
+    values: dict[str, int] = {}
+    for key, given, fallback in (
+        ("max_steps", max_steps, FALLBACK_MAX_STEPS),
+        ("action_repeat", action_repeat, FALLBACK_ACTION_REPEAT),
+    ):
+        if given is not None:
+            values[key] = int(given)
+        elif recorded.get(key) is not None:
+            values[key] = int(recorded[key])
+        else:
+            log.warning(
+                "the policy records no %s of its training data: evaluating with %s=%d; "
+                "pass %s= to use the data's",
+                key,
+                key,
+                fallback,
+                key,
+            )
+            values[key] = fallback
+    if not observes.images:
+        return EnvSettings(values["max_steps"], values["action_repeat"])
+    size = image_size or observes.image_size or recorded.get("image_size")
+    if size is None:
+        raise ValueError("this policy reads images: pass image_size (the data's frame size)")
+    cam = camera or observes.camera or recorded.get("camera") or "corner"
+    return EnvSettings(values["max_steps"], values["action_repeat"], int(size), str(cam))
+
 
 def evaluate_metaworld(
-    policy: Any,
+    policy: Policy,
     tasks: Sequence[str],
     episodes: int = 50,
     num_envs: int = 10,
     seed: int = 0,
-    max_steps: int = 200,
-    action_repeat: int = 1,
+    max_steps: int | None = None,
+    action_repeat: int | None = None,
     multi_task: bool | None = None,
     video_dir: str | Path | None = None,
     video_episodes: int = 0,
@@ -145,19 +226,22 @@ def evaluate_metaworld(
 ) -> dict[str, EvalResult]:
     """Evaluate a policy on Meta-World tasks: ``num_envs`` environments stepped together.
 
-    A policy whose ``observation`` attribute is ``"image"`` or ``"both"`` gets rendered frames
-    as ``{"state", "image"}`` dicts, at the size and camera of its training data; one whose
-    ``reads_instructions`` is true is told each task by its instruction (``instruction=``).
+    The environments are set up as the policy's training data was (``policy.observes.env``:
+    time limit, action repeat) unless told otherwise. A policy that observes ``"image"`` or
+    ``"both"`` gets rendered frames as ``{"state", "image"}`` dicts, at the size and camera of
+    its training data; one that reads instructions is told each task by its instruction
+    (``instruction=``).
 
     Args:
-        policy: A :class:`qtransformer.baselines.Policy` (``act(obs, task)``, ``reset(n)``);
-            wrap a Q-Transformer agent in :class:`qtransformer.baselines.AgentPolicy`.
+        policy: A :class:`qtransformer.policy.Policy`; wrap a Q-Transformer agent in
+            :class:`qtransformer.policy.AgentPolicy`.
         tasks: Task names.
         episodes: Episodes per task.
         num_envs: Environments stepped together (one batched ``act`` per step).
         seed: Episode ``k`` of a task starts from seed ``EVAL_SEED_OFFSET + seed * 10**5 + k``.
-        max_steps: Time limit in env steps, as in the data.
-        action_repeat: Env steps per decision, as in the data.
+        max_steps: Time limit in env steps; default: the training data's (see
+            :func:`env_settings`).
+        action_repeat: Env steps per decision; default: the training data's.
         multi_task: Pass the task name to ``act``; default: when there are several tasks.
         video_dir: Write GIFs of the first ``video_episodes`` episodes of each task here.
         video_episodes: Episodes per task to film (rendered again, same seeds: at 128 px, or
@@ -165,8 +249,8 @@ def evaluate_metaworld(
         progress: Show a progress bar over tasks.
         instructions: Task -> instruction to use instead of the task's own (held-out
             paraphrases); needs a policy that reads instructions.
-        image_size: Frame size for an image policy; default: the policy's ``image_size``.
-        camera: Camera for an image policy; default: the policy's ``camera``, else "corner".
+        image_size: Frame size for an image policy; default: the policy's own.
+        camera: Camera for an image policy; default: the policy's own, else "corner".
 
     Returns:
         One :class:`EvalResult` per task; ``mean_success_length`` counts decisions.
@@ -177,23 +261,18 @@ def evaluate_metaworld(
     """
     from qtransformer.envs.metaworld import INSTRUCTIONS, MetaWorldTask
 
+    observes = policy.observes
     named = len(tasks) > 1 if multi_task is None else multi_task
-    reads_instructions = bool(getattr(policy, "reads_instructions", False))
     if instructions is not None:
         extra = sorted(set(instructions) - set(tasks))
         if extra:
             raise ValueError(f"instructions given for tasks not evaluated: {extra}")
-        if not reads_instructions:
+        if not observes.reads_instructions:
             raise ValueError(
                 "instructions= needs a policy conditioned on instructions "
                 "(an agent trained with task_features='instruction')"
             )
-    size, cam = None, "corner"
-    if getattr(policy, "observation", "state") != "state":
-        size = image_size or getattr(policy, "image_size", None)
-        cam = camera or getattr(policy, "camera", None) or "corner"
-        if size is None:
-            raise ValueError("this policy reads images: pass image_size (the data's frame size)")
+    env = env_settings(observes, max_steps, action_repeat, image_size, camera)
     base = EVAL_SEED_OFFSET + seed * 100_000
     results = {}
     iterator: Any = tasks
@@ -203,22 +282,23 @@ def evaluate_metaworld(
         iterator = tqdm(tasks, desc="eval", unit="task")
     for task in iterator:
         condition: dict[str, Any] = {"task": task if named else None}
-        if reads_instructions:
+        if observes.reads_instructions:
             condition = {"instruction": (instructions or {}).get(task, INSTRUCTIONS[task])}
         envs = [
-            MetaWorldTask(task, max_steps, action_repeat, image_size=size, camera=cam)
+            MetaWorldTask(
+                task,
+                env.max_steps,
+                env.action_repeat,
+                image_size=env.image_size,
+                camera=env.camera,
+            )
             for _ in range(num_envs)
         ]
-
-        def make(n: int, condition: dict[str, Any] = condition) -> BatchPolicy:
-            policy.reset(n)
-            return lambda obs: policy.act(obs, **condition)
-
         try:
-            results[task] = evaluate(make, envs, episodes, seed=base)
+            results[task] = evaluate(policy_factory(policy, **condition), envs, episodes, base)
         finally:
-            for env in envs:
-                env.close()
+            for e in envs:
+                e.close()
         if video_dir is not None and video_episodes > 0:
             film(
                 policy,
@@ -226,18 +306,18 @@ def evaluate_metaworld(
                 condition,
                 video_episodes,
                 base,
-                max_steps,
-                action_repeat,
+                env.max_steps,
+                env.action_repeat,
                 video_dir,
-                size=size or 128,
-                camera=cam,
-                policy_sees_images=size is not None,
+                size=env.image_size or 128,
+                camera=env.camera,
+                policy_sees_images=env.image_size is not None,
             )
     return results
 
 
 def film(
-    policy: Any,
+    policy: Policy,
     task: str,
     condition: Mapping[str, Any],
     episodes: int,
@@ -272,10 +352,11 @@ def film(
     out = Path(video_dir)
     out.mkdir(parents=True, exist_ok=True)
     env = MetaWorldTask(task, max_steps, action_repeat, image_size=size, camera=camera)
+    make = policy_factory(policy, **condition)
     paths = []
     try:
         for k in range(episodes):
-            policy.reset(1)
+            act = make(1)
             obs, _ = env.reset(seed=seed + k)
             frames = [obs["image"]]
             done, success = False, False
@@ -284,7 +365,7 @@ def film(
                     view: Any = {key: v[None] for key, v in obs.items()}
                 else:
                     view = obs["state"][None]
-                action = policy.act(view, **condition)[0]
+                action = act(view)[0]
                 obs, _, success, truncated, _ = env.step(action)
                 frames.append(obs["image"])
                 done = success or truncated

@@ -1,6 +1,6 @@
-"""The autoregressive Q network (ALGORITHM.md sections 2, 6 and 7). It knows nothing of losses.
+"""The autoregressive Q network (docs/design.md, 'Tokens and the network').
 
-Token sequence for one sample:
+It knows nothing of losses. Token sequence for one sample:
 
     [task] [frame_1 tokens] .. [frame_w tokens] [start] [bin of dim 1] ... [bin of dim dA-1]
                                                    |          |                    |
@@ -173,8 +173,8 @@ class Block(nn.Module):
 class QTransformer(nn.Module):
     """Q(s_{t-w+1:t}, a^{1:i-1}, a^i = b) for every dimension i and bin b, in [0, 1].
 
-    Values are normalized: callers scale by the value bound ``q_max`` (ALGORITHM.md
-    section 3); with sparse rewards in {0, 1} that bound is 1.
+    Values are normalized: callers scale by the value bound ``q_max`` (docs/design.md,
+    'Value range'); with sparse rewards in {0, 1} that bound is 1.
     """
 
     task_table: torch.Tensor
@@ -382,7 +382,7 @@ class QTransformer(nn.Module):
         use_cache: bool = True,
         images: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy decoding, one dimension at a time (ALGORITHM.md section 7).
+        """Greedy decoding, one dimension at a time (docs/design.md, 'Tokens and the network').
 
         Q heads are combined by their minimum, as in the clipped double-Q backup. Bins are
         compared on logits (the sigmoid is monotone, so the argmax is the same), which keeps

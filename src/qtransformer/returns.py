@@ -75,7 +75,7 @@ def find_episodes(terminals: np.ndarray, timeouts: np.ndarray) -> Episodes:
 def discounted_return_to_go(rewards: np.ndarray, episodes: Episodes, gamma: float) -> np.ndarray:
     """Monte Carlo return-to-go ``MC_t = sum_k gamma^k r_{t+k}`` within each episode.
 
-    ALGORITHM.md section 5: the data policy achieved ``MC_t``, so it lower-bounds Q*
+    (docs/design.md, 'Targets'): the data policy achieved ``MC_t``, so it lower-bounds Q*
     (for non-negative rewards, also on truncated episodes).
     """
     r = np.asarray(rewards, dtype=np.float64).reshape(-1)
@@ -113,7 +113,7 @@ class NStepTargets:
 
 
 def nstep_targets(rewards: np.ndarray, episodes: Episodes, gamma: float, n: int) -> NStepTargets:
-    """n-step return pieces for every step, truncated at episode ends (ALGORITHM.md section 5)."""
+    """n-step return pieces for every step, cut at episode ends (docs/design.md, 'Targets')."""
     if n < 1:
         raise ValueError(f"n_step must be at least 1, got {n}")
     r = np.asarray(rewards, dtype=np.float64).reshape(-1)

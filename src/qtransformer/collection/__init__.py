@@ -7,6 +7,12 @@ successes of uneven quality; :func:`collect` runs them in parallel processes. Th
 itself is :class:`qtransformer.envs.metaworld.MetaWorldTask`.
 """
 
+# isort: off
+# First: the environment module sets MUJOCO_GL before anything below imports MuJoCo.
+import qtransformer.envs.metaworld  # noqa: F401
+
+# isort: on
+
 from qtransformer.collection.collector import (
     CollectionError,
     collect,

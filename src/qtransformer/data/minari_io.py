@@ -14,7 +14,6 @@ import base64
 import contextlib
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from qtransformer.atomic import write_dir_atomically
 from qtransformer.data.episodes import DatasetError, Episode, validate_episodes
 
 META_KEY = "qtransformer"
@@ -109,9 +109,9 @@ def write_minari(
 ) -> Path:
     """Validate ``episodes`` and write them as the Minari dataset ``root/dataset_id``.
 
-    The dataset is built in a temporary folder under ``root`` and moved into place at the end,
-    so an interrupted write leaves no half-written dataset (and an existing one untouched
-    until the new one is complete).
+    The dataset is built in a temporary folder under ``root`` and moved into place at the end
+    (:func:`qtransformer.atomic.write_dir_atomically`), so an interrupted write leaves no
+    half-written dataset (and an existing one untouched until the new one is complete).
 
     Args:
         episodes: The episodes; all are validated first.
@@ -129,6 +129,11 @@ def write_minari(
 
     Returns:
         The dataset's folder, ``root/dataset_id``.
+
+    Raises:
+        FileExistsError: If ``root/dataset_id`` exists and ``overwrite`` is False.
+        ValueError: For a ``dataset_id`` with a namespace, or incomplete embeddings.
+        DatasetError: For invalid episodes (nothing is written then).
     """
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -170,11 +175,12 @@ def write_minari(
             )
         )
     obs_space, act_space = _spaces(episodes, low, high)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp_root = root / f".tmp-{uuid.uuid4().hex[:8]}"
-    tmp_root.mkdir()
-    try:
-        with _datasets_root(tmp_root), warnings.catch_warnings():
+
+    def write(tmp: Path) -> None:
+        # Minari writes DATASETS_ROOT/dataset_id/data/: build that under tmp, then lift the
+        # dataset's own folder up to tmp, which write_dir_atomically moves to root/dataset_id.
+        stage = tmp / ".minari"
+        with _datasets_root(stage), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             ds = minari.create_dataset_from_buffers(
                 dataset_id,
@@ -210,13 +216,11 @@ def write_minari(
                 }
             }
         )
-        old = root / f".old-{uuid.uuid4().hex[:8]}"
-        if final.exists():
-            final.rename(old)
-        (tmp_root / dataset_id).rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+        for item in (stage / dataset_id).iterdir():
+            item.rename(tmp / item.name)
+        shutil.rmtree(stage)
+
+    write_dir_atomically(final, write)
     return final
 
 

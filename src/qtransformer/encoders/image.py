@@ -1,11 +1,11 @@
 """FiLM-conditioned EfficientNet-style image encoder: a window of frames -> a few tokens each.
 
-ALGORITHM.md section 6: camera frames of the last w steps pass through a convolutional
-network whose every block is modulated by the instruction (FiLM), and each frame is reduced
-to a few tokens for the Transformer. Blocks are MBConv (inverted residual with
-squeeze-and-excitation), as in EfficientNet, with GroupNorm instead of BatchNorm: batch
-statistics would differ between the online and target networks, between training and acting
-with one environment, and across data-parallel shards.
+Camera frames of the last w steps pass through a convolutional network whose every block is
+modulated by the instruction (FiLM), and each frame is reduced to a few tokens for the
+Transformer (docs/design.md, 'Pixels and instructions'). Blocks are MBConv (inverted
+residual with squeeze-and-excitation), as in EfficientNet, with GroupNorm instead of
+BatchNorm: batch statistics would differ between the online and target networks, between
+training and acting with one environment, and across data-parallel shards.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def value_iteration(spec: GridSpec, gamma: float, tol: float = 1e-10) -> np.ndar
 
 
 def per_dimension_q(q_joint: np.ndarray) -> list[np.ndarray]:
-    """Per-dimension optimal Q of the autoregressive MDP (ALGORITHM.md section 2).
+    """Per-dimension optimal Q of the autoregressive MDP (docs/design.md, 'Targets').
 
     Entry i has shape ``(n_cells, 3, ..., 3)`` with i + 1 move axes:
     ``Q_i(s, a^{1:i}) = max over later dimensions of Q(s, a)``.
