@@ -155,7 +155,7 @@ def metaworld_section() -> str:
         ("ablations.md", "**Ablations** (Q-Transformer variants on `noisy`)"),
         (
             "scale.md",
-            "**Data scale** (`qtransformer bench --profile cpu --scale --jobs 2`: Q-Transformer "
+            "**Data scale** (`qtransformer bench --study scale --jobs 2`: Q-Transformer "
             "and the two strongest baselines on the hard presets with fewer episodes)",
         ),
         (
@@ -165,8 +165,14 @@ def metaworld_section() -> str:
         ),
         (
             "explore.md",
-            "**Exploration** (`qtransformer bench --profile cpu --explore --jobs 2`: changes to "
+            "**Exploration** (`qtransformer bench --study explore --jobs 2`: changes to "
             "a fixed base on the hard presets, on which the `cpu` profile's settings were chosen)",
+        ),
+        (
+            "transfer.md",
+            "**Transfer** (`qtransformer bench --study transfer --jobs 2`: the adopted "
+            "Q-Transformer defaults and the two strongest baselines on a task they were not "
+            "chosen on)",
         ),
     ]
     for name, header in optional:
@@ -217,7 +223,8 @@ def vision_section() -> str:
         else ""
     )
     return (
-        "**Multi-task from pixels** (`python benchmarks/vision.py`; the `mixed` preset on "
+        "**Multi-task from pixels** (`qtransformer bench --study pixels`; speed: "
+        "`python benchmarks/vision.py`; the `mixed` preset on "
         f"{len(tasks)} tasks, {d['episodes']} episodes, {d['steps']} steps, "
         f"{d['image_shape'][0]} px corner camera, action repeat 4; one agent per row for all "
         "tasks, conditioned on the instruction's all-MiniLM-L6-v2 embedding; success over "

@@ -1,8 +1,9 @@
-"""Evaluation on Meta-World, and the resumable benchmark grid."""
+"""Evaluation on Meta-World, and the resumable benchmark studies."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,27 +14,28 @@ from qtransformer.bench import (
     ABLATIONS,
     EXPLORATION,
     PROFILES,
+    STUDIES,
     BenchArgs,
-    cells_of,
     dataset_path,
-    explore_cells,
-    explore_table,
     finished,
-    run_grid,
-    scale_cells,
-    scale_table,
+    read_records,
+    run_study,
     summarize,
-    time_limit_table,
 )
+from qtransformer.bench.tables import explore_table, scale_table, time_limit_table
 from qtransformer.data.dataset import OfflineDataset
 from qtransformer.envs import metaworld as menv
 from qtransformer.evaluate import evaluate_metaworld
+from qtransformer.policy import Observes
 
 pytestmark = pytest.mark.slow
+GRID, EXPLORE, SCALE = STUDIES["grid"], STUDIES["explore"], STUDIES["scale"]
 
 
 class Scripted:
     """The task's scripted expert (or uniform noise) as a batched policy."""
+
+    observes = Observes()  # state vectors; the environments as the evaluation sets them
 
     def __init__(self, task: str, kind: str) -> None:
         self.task, self.kind = task, kind
@@ -44,7 +46,7 @@ class Scripted:
             mw.make_policy(self.task, mw.PolicySpec(self.kind)) for _ in range(num_envs)
         ]
 
-    def act(self, observations: np.ndarray, task=None) -> np.ndarray:
+    def act(self, observations: np.ndarray, task=None, instruction=None) -> np.ndarray:
         return np.stack(
             [
                 p(o.astype(np.float64), self.rng)
@@ -86,34 +88,44 @@ def test_bench_grid_resumes_without_redoing_finished_cells(tmp_path) -> None:
         profile="tiny",
         work=tmp_path / "work",
         out=tmp_path / "out",
+        records=tmp_path / "records",
         algos=("qt", "bc"),
         ablations=False,
         jobs=1,
         max_cells=1,
     )
-    first = run_grid(args)  # interrupted after one cell
+    first = run_study(args)  # interrupted after one cell
     assert first == ["qt__demos__seed0"]
     stamp = (tmp_path / "work" / "cells" / first[0] / "result.json").stat().st_mtime_ns
-    rest = run_grid(BenchArgs(**{**args.__dict__, "max_cells": None}))
+    rest = run_study(replace(args, max_cells=None))
     assert rest == ["bc__demos__seed0"]  # only the unfinished cell ran
     assert (tmp_path / "work" / "cells" / first[0] / "result.json").stat().st_mtime_ns == stamp
-    assert run_grid(BenchArgs(**{**args.__dict__, "max_cells": None})) == []
+    assert run_study(replace(args, max_cells=None)) == []
     # A cell run with other settings than the profile's now is run again, and only that one.
     path = tmp_path / "work" / "cells" / first[0] / "result.json"
     record = json.loads(path.read_text())
     record["config"]["conservative_weight"] = 9.0
     path.write_text(json.dumps(record))
-    assert run_grid(BenchArgs(**{**args.__dict__, "max_cells": None})) == [first[0]]
+    assert run_study(replace(args, max_cells=None)) == [first[0]]
     assert finished(args.work)[first[0]]["config"]["conservative_weight"] == 0.5
-    summarize(args.work, args.out, "tiny", args.algos, args.ablations)
+    summarize(args)
+    # The records go to the study's file (apart from the cpu profile's), the work folder's
+    # exactly; the tables come from that file alone.
+    records = read_records(tmp_path / "records" / "grid-tiny.jsonl")
+    assert json.dumps(records) == json.dumps(finished(args.work))
     csv = (args.out / "metaworld.csv").read_text().splitlines()
     assert csv[0].startswith("algo,dataset,task,seed,steps,success_rate")
     assert {line.split(",")[0] for line in csv[1:]} == {"qt", "bc"}
     table = (args.out / "metaworld.md").read_text()
     assert "| qt |" in table and "Partial" not in table
-    summarize(args.work, args.out, "tiny")  # against the whole profile: 6 algorithms, ablations
+    summarize(replace(args, algos=None, ablations=True))  # the whole study: 6 algorithms, ablations
     partial = f"Partial: 2 of {6 + len(ABLATIONS)} cells"
     assert partial in (args.out / "metaworld.md").read_text()
+    # Without the work folder (summarize-only) the committed records give the same tables.
+    table = (args.out / "metaworld.md").read_text()
+    (args.out / "metaworld.md").unlink()
+    summarize(replace(args, algos=None, ablations=True, work=tmp_path / "x", summarize_only=True))
+    assert (args.out / "metaworld.md").read_text() == table
     assert (args.out / "metaworld_curves.png").exists() and (
         args.out / "metaworld_bars.png"
     ).exists()
@@ -122,14 +134,15 @@ def test_bench_grid_resumes_without_redoing_finished_cells(tmp_path) -> None:
 
 
 def test_cpu_profile_grid_has_every_cell() -> None:
-    cells = cells_of(PROFILES["cpu"], ("qt", "bc", "bc-success", "iql", "cql", "dt"), True)
+    cells = GRID.cells(PROFILES["cpu"], ("qt", "bc", "bc-success", "iql", "cql", "dt"), True)
+    assert cells == GRID.cells(PROFILES["cpu"])
     assert len(cells) == 6 * 4 * 3 + len(ABLATIONS) * 3
     assert len({c.key for c in cells}) == len(cells)
 
 
 def test_scale_study_cells_and_data_stay_apart_from_the_grid(tmp_path) -> None:
     profile = PROFILES["cpu"]
-    grid, scale = cells_of(profile, ("qt", "iql", "bc-success"), False), scale_cells(profile)
+    grid, scale = GRID.cells(profile, ("qt", "iql", "bc-success"), False), SCALE.cells(profile)
     assert len(scale) == 3 * 2 * 2 * 3 and len({c.key for c in scale}) == len(scale)
     assert not {c.key for c in grid} & {c.key for c in scale}
     paths = {dataset_path(tmp_path, profile, c.preset, c.seed, c.episodes) for c in scale}
@@ -139,16 +152,46 @@ def test_scale_study_cells_and_data_stay_apart_from_the_grid(tmp_path) -> None:
 
 def test_scale_cell_trains_on_its_own_size_and_leaves_the_grid_table(tmp_path) -> None:
     args = BenchArgs(
-        profile="tiny", work=tmp_path / "w", out=tmp_path / "o", jobs=1, scale=True, max_cells=1
+        study="scale",
+        profile="tiny",
+        work=tmp_path / "w",
+        out=tmp_path / "o",
+        records=None,
+        jobs=1,
+        max_cells=1,
     )
-    (key,) = run_grid(args)
+    (key,) = run_study(args)
     assert key == "qt__noisy__seed0__25eps"
     data = OfflineDataset.open(dataset_path(args.work, PROFILES["tiny"], "noisy", 0, 25))
     assert data.num_episodes == 25
-    summarize(args.work, args.out, "tiny")
+    assert summarize(args) == ["scale.md"]
     assert "25 episodes" in (args.out / "scale.md").read_text()
     assert "| qt | noisy | " in (args.out / "scale.md").read_text()
-    assert "| qt |" not in (args.out / "metaworld.md").read_text()
+    assert summarize(replace(args, study="grid")) == []  # the grid has no cell
+    assert not (args.out / "metaworld.md").exists()
+
+
+def test_transfer_study_keeps_its_cells_and_data_in_its_own_folder(tmp_path) -> None:
+    args = BenchArgs(
+        study="transfer",
+        profile="tiny",
+        work=tmp_path / "w",
+        out=tmp_path / "o",
+        records=tmp_path / "r",
+        jobs=1,
+        max_cells=1,
+    )
+    assert run_study(args) == ["qt__noisy__seed0"]
+    folder = tmp_path / "w" / "transfer"
+    assert (folder / "cells" / "qt__noisy__seed0" / "result.json").exists()
+    assert (folder / "data" / "noisy-door-open-v3-r4-seed0" / "dataset.json").exists()
+    assert not (tmp_path / "w" / "cells").exists()
+    assert summarize(args) == ["transfer.md", "transfer_run.json"]
+    table = (args.out / "transfer.md").read_text()
+    assert table.startswith("| algo | noisy | mean |") and "| qt | " in table
+    assert "door-open-v3" in table
+    assert set(read_records(tmp_path / "r" / "transfer-tiny.jsonl")) == {"qt__noisy__seed0"}
+    assert summarize(replace(args, study="grid")) == []  # not the grid's cell
 
 
 def _record(algo: str, preset: str, seed: int, curve: list[tuple[int, float]]) -> dict:
@@ -170,7 +213,7 @@ def _record(algo: str, preset: str, seed: int, curve: list[tuple[int, float]]) -
 
 def test_exploration_table_averages_each_evaluation_point_over_seeds() -> None:
     profile = PROFILES["cpu"]
-    cells = explore_cells(profile)
+    cells = EXPLORE.cells(profile)
     assert {c.algo for c in cells} == set(EXPLORATION)
     assert {c.preset for c in cells} == {"noisy", "suboptimal"} and {c.seed for c in cells} == {
         0,
@@ -226,8 +269,6 @@ def test_time_limit_table_counts_successes_within_each_limit() -> None:
 def test_full_profile_config_trains_and_acts_on_ten_tasks() -> None:
     """The GPU profile's Q-Transformer at its full size (d_model 256, 4 layers, 64 bins), for
     a few steps on CPU over MT10's task names: task-conditioned training and acting work."""
-    from dataclasses import replace
-
     import qtransformer as qt
 
     profile = PROFILES["full"]
@@ -242,4 +283,4 @@ def test_full_profile_config_trains_and_acts_on_ten_tasks() -> None:
     assert agent.config.n_bins == 64 and agent.config.d_model == 256
     actions = agent.act(np.zeros((2, 3), np.float32), task=[menv.MT10[0], menv.MT10[9]])
     assert actions.shape == (2, 2) and np.all(np.abs(actions) <= 1)
-    assert len(cells_of(profile, ("qt", "iql"), True)) == (2 * 4 + len(ABLATIONS)) * 3
+    assert len(GRID.cells(profile, ("qt", "iql"), True)) == (2 * 4 + len(ABLATIONS)) * 3

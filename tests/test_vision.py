@@ -103,8 +103,8 @@ def test_cli_trains_both_and_evaluates_on_paraphrased_instructions(dataset, tmp_
     gifs = sorted(p.name.split("_ep")[0] for p in (tmp_path / "eval" / "videos").iterdir())
     assert gifs == sorted(TASKS)
 
-    from qtransformer.policy import AgentPolicy
     from qtransformer.evaluate import evaluate_metaworld
+    from qtransformer.policy import AgentPolicy
 
     policy = AgentPolicy(agent)
     evaluate_metaworld(policy, ["push-v3"], 1, 1, max_steps=4, action_repeat=4,

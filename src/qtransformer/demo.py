@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from qtransformer.agent import Agent
 from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import OfflineDataset
 from qtransformer.envs.gridworld import STITCH_SPEC, GridWorld, stitching_dataset
@@ -29,16 +31,21 @@ from qtransformer.trainer import dataset_summary, train
 
 log = logging.getLogger(__name__)
 
+# n_step, q_heads and lr_schedule pinned to what the demo was measured with (gridworld.json),
+# the defaults before TrainConfig() took the measured-best settings.
 DEMO_CONFIG = TrainConfig(
     steps=1500,
     batch_size=128,
     n_bins=16,
     gamma=0.9,
+    n_step=1,
     conservative_weight=1.0,
     d_model=64,
     n_layers=2,
     n_heads=4,
+    q_heads=1,
     lr=1e-3,
+    lr_schedule="constant",
     target_update_rate=0.05,
     log_every=500,
 )
@@ -63,12 +70,14 @@ def run_demo(out: Path, steps: int = 1500, seed: int = 0) -> dict:
 
     env = GridWorld(STITCH_SPEC)
     curve: list[dict[str, float]] = []
-    cfg = TrainConfig(**{**DEMO_CONFIG.__dict__, "steps": steps, "seed": seed})
+    cfg = replace(DEMO_CONFIG, steps=steps, seed=seed)
+    metrics: dict[str, float] = {}
 
-    def on_step(step: int, metrics: dict[str, float], learner: Learner) -> None:
-        if step % 100 and step != cfg.steps:
-            return
-        r = evaluate(lambda n: agent_policy(learner), [env], episodes=1)
+    def keep_metrics(step: int, step_metrics: dict[str, float], learner: Learner) -> None:
+        metrics.update(step_metrics)
+
+    def evaluate_route(agent: Agent, step: int) -> dict[str, float]:
+        r = evaluate(lambda n: agent.act, [env], episodes=1)
         curve.append(
             {
                 "step": step,
@@ -77,18 +86,19 @@ def run_demo(out: Path, steps: int = 1500, seed: int = 0) -> dict:
                 "q_data": metrics["train/q_data"],
             }
         )
-        learner.model.train()
+        return {"success": r.success_rate, "length": r.mean_length}
 
-    def agent_policy(learner: Learner):  # noqa: ANN202
-        from qtransformer.agent import Agent
-        from qtransformer.discretize import ActionDiscretizer
-
-        disc = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
-        return Agent(learner.model, disc, learner.q_max).act
-
-    agent = train(data, cfg, out_dir=out, callback=on_step, progress=True)
+    agent = train(
+        data,
+        cfg,
+        out_dir=out,
+        callback=keep_metrics,
+        progress=True,
+        evaluate=evaluate_route,
+        eval_steps=sorted({*range(100, cfg.steps + 1, 100), cfg.steps}),
+    )
     final = evaluate(lambda n: agent.act, [env], episodes=1)
-    demo_lengths = data.episodes.lengths[np.add.reduceat(data.rewards, data.episodes.starts) > 0]
+    demo_lengths = data.episodes.lengths[data.episode_success()]
     rows = [
         ("demonstrations in the data", 1.0, float(demo_lengths.mean())),
         ("Q-Transformer (greedy)", final.success_rate, final.mean_length),
@@ -146,7 +156,7 @@ def run_metaworld_demo(out: Path, jobs: int = 2) -> str:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from qtransformer.bench import PROFILES, BenchArgs, run_grid, summarize
+    from qtransformer.bench import PROFILES, BenchArgs, run_study, summarize
 
     t0 = time.perf_counter()
     profile = PROFILES["demo"]
@@ -157,15 +167,17 @@ def run_metaworld_demo(out: Path, jobs: int = 2) -> str:
         f"{profile.eval_episodes} evaluation episodes per algorithm -> {out}"
     )
     args = BenchArgs(
+        study="grid",
         profile="demo",
         work=out / "work",
         out=out,
+        records=None,
         algos=("qt", "bc", "bc-success"),
         ablations=False,
         jobs=jobs,
     )
-    run_grid(args)
-    summarize(args.work, out, "demo", args.algos, args.ablations)
+    run_study(args)
+    summarize(args)
     table = (out / "metaworld.md").read_text()
     console.print(Markdown(table))
     console.print(

@@ -254,11 +254,9 @@ def train(
 
 def dataset_summary(data: OfflineDataset) -> dict[str, float]:
     """Episodes, steps and successes (episodes whose rewards sum above 0) of a dataset."""
-    ep = data.episodes
-    sums = np.add.reduceat(data.rewards, ep.starts)
     return {
         "episodes": data.num_episodes,
         "steps": len(data),
-        "successes": int((sums > 0).sum()),
-        "mean_length": float(ep.lengths.mean()),
+        "successes": int(data.episode_success().sum()),
+        "mean_length": float(data.episodes.lengths.mean()),
     }

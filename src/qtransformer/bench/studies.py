@@ -1,0 +1,340 @@
+"""Every benchmark study and profile, declared once, as data.
+
+A :class:`Profile` gives the sizes of one run (tasks, data, evaluation, training steps); a
+:class:`Study` says which algorithms run on which presets, seeds and data sizes of a profile,
+and which tables it writes. ``qtransformer bench --study NAME`` runs one of :data:`STUDIES`.
+Measured results live in ``benchmarks/results``, never here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from qtransformer.baselines import BASELINES
+from qtransformer.config import TrainConfig
+
+BASELINE_ALGOS: tuple[str, ...] = tuple(BASELINES)
+ALGOS = ("qt", *BASELINE_ALGOS)
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "qt-no-conservative": {"conservative_weight": 0.0},
+    "qt-no-mc-bound": {"mc_lower_bound": False},
+    "qt-1-step": {"n_step": 1},
+    "qt-softmax-conservative": {"conservative": "softmax"},
+    "qt-alpha-1": {"conservative_weight": 1.0},
+    "qt-alpha-2": {"conservative_weight": 2.0},
+}
+"""Q-Transformer variants of the paper's figure 6, run on the profile's ablation preset, and
+the conservative weight alpha (0 is ``qt-no-conservative``)."""
+EXPLORE_BASE: dict[str, Any] = {"n_bins": 32, "lr_schedule": "constant", "conservative_weight": 1.0}
+"""The exploration's base: the ``cpu`` Q-Transformer before it took 16 bins, the cosine
+schedule and alpha 0.5."""
+EXPLORATION: dict[str, dict[str, Any]] = {
+    "qt-32-bins-constant-lr": {},
+    "qt-2500-steps": {"steps": 2500},
+    "qt-cosine-lr": {"lr_schedule": "cosine"},
+    "qt-16-bins": {"n_bins": 16},
+    "qt-dropout-0.1": {"dropout": 0.1},
+    "qt-alpha-0.5": {"conservative_weight": 0.5},
+    "qt-16-bins-cosine": {"n_bins": 16, "lr_schedule": "cosine"},
+    "qt-16-bins-cosine-2000-steps": {"n_bins": 16, "lr_schedule": "cosine", "steps": 2000},
+    "qt-16-bins-cosine-alpha-0.25": {
+        "n_bins": 16,
+        "lr_schedule": "cosine",
+        "conservative_weight": 0.25,
+    },
+}
+"""Changes to :data:`EXPLORE_BASE`, one at a time, then combined: training length,
+learning-rate decay, coarser bins, dropout and the conservative weight."""
+VARIANTS: dict[str, dict[str, Any]] = {
+    **ABLATIONS,
+    **{name: {**EXPLORE_BASE, **change} for name, change in EXPLORATION.items()},
+}
+"""Every Q-Transformer variant, as changes to the profile's Q-Transformer (``steps`` among
+them replaces the profile's)."""
+HARD_PRESETS = ("noisy", "suboptimal")
+SCALE_ALGOS = ("qt", "iql", "bc-success")
+TIME_LIMITS = (12, 15, 20)
+"""Decisions allowed in the time-limit table, besides the profile's own limit."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one benchmark run."""
+
+    tasks: tuple[str, ...]
+    presets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    episodes_per_task: int
+    max_steps: int
+    action_repeat: int
+    eval_episodes: int
+    eval_envs: int
+    eval_points: int
+    steps: dict[str, int]
+    qt: TrainConfig
+    ablation_preset: str = "noisy"
+
+
+# The adopted defaults (TrainConfig()), chosen on this profile: explore.md and ablations.md.
+QT_CPU = TrainConfig(log_every=250)
+
+PROFILES: dict[str, Profile] = {
+    # Everything in about 90 minutes on 2 CPU cores (two cells at a time).
+    "cpu": Profile(
+        tasks=("push-v3",),
+        presets=("demos", "mixed", "noisy", "suboptimal"),
+        seeds=(0, 1, 2),
+        episodes_per_task=100,
+        max_steps=200,
+        action_repeat=4,
+        eval_episodes=50,
+        eval_envs=10,
+        eval_points=3,
+        steps={"qt": 1000, "bc": 3000, "bc-success": 3000, "iql": 3000, "cql": 600, "dt": 600},
+        qt=QT_CPU,
+    ),
+    # Paper-like scale, for a GPU: MT10, more data, long training.
+    "full": Profile(
+        tasks=("MT10",),
+        presets=("demos", "mixed", "noisy", "suboptimal"),
+        seeds=(0, 1, 2),
+        episodes_per_task=100,
+        max_steps=200,
+        action_repeat=4,
+        eval_episodes=100,
+        eval_envs=25,
+        eval_points=10,
+        steps={
+            "qt": 100_000,
+            "bc": 100_000,
+            "bc-success": 100_000,
+            "iql": 100_000,
+            "cql": 100_000,
+            "dt": 100_000,
+        },
+        qt=replace(
+            QT_CPU,
+            steps=100_000,
+            batch_size=256,
+            d_model=256,
+            n_layers=4,
+            n_heads=8,
+            n_bins=64,
+            log_every=1000,
+            device="auto",
+        ),
+    ),
+    # make demo: one task and regime, a few minutes on a laptop CPU.
+    "demo": Profile(
+        tasks=("push-v3",),
+        presets=("suboptimal",),
+        seeds=(0,),
+        episodes_per_task=60,
+        max_steps=200,
+        action_repeat=4,
+        eval_episodes=20,
+        eval_envs=10,
+        eval_points=3,
+        steps={"qt": 1000, "bc": 1500, "bc-success": 1500, "iql": 1500, "cql": 300, "dt": 300},
+        qt=QT_CPU,
+    ),
+    # A few seconds, for tests of the machinery.
+    "tiny": Profile(
+        tasks=("reach-v3",),
+        presets=("demos",),
+        seeds=(0,),
+        episodes_per_task=4,
+        max_steps=100,
+        action_repeat=4,
+        eval_episodes=2,
+        eval_envs=2,
+        eval_points=1,
+        steps={"qt": 4, "bc": 4, "bc-success": 4, "iql": 4, "cql": 2, "dt": 2},
+        qt=replace(QT_CPU, steps=4, batch_size=16, n_bins=8, d_model=16, n_layers=1, n_heads=2),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run: an algorithm (or variant) on one preset's data with one seed."""
+
+    algo: str
+    preset: str
+    seed: int
+    episodes: int | None = None
+    """Episodes per task when not the profile's (the data-scale study)."""
+
+    @property
+    def key(self) -> str:
+        size = f"__{self.episodes}eps" if self.episodes is not None else ""
+        return f"{self.algo}__{self.preset}__seed{self.seed}{size}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """Which cells of a profile one study runs, and which tables it writes.
+
+    Its cells are every algorithm on every preset, seed and data size it names, plus its
+    ``variants`` on the profile's ablation preset.
+    """
+
+    name: str
+    algos: tuple[str, ...]
+    """``qt``, baselines and Q-Transformer variants (names of :data:`VARIANTS`)."""
+    tables: tuple[str, ...]
+    """Files the summary writes (from ``benchmarks/results/cells/<name>.jsonl``)."""
+    presets: tuple[str, ...] | None = None
+    """Data presets; None: the profile's."""
+    seeds: int | None = None
+    """How many of the profile's seeds (the first ones); None: all."""
+    episodes: tuple[int | None, ...] = (None,)
+    """Episodes per task of its datasets; None: the profile's."""
+    tasks: tuple[str, ...] | None = None
+    """Meta-World tasks; None: the profile's."""
+    variants: tuple[str, ...] = ()
+    """Q-Transformer variants also run on the profile's ablation preset."""
+    folder: str | None = None
+    """Its work folder below ``--work`` (cells and data); None: ``--work`` itself, shared by
+    the studies that ran there before studies had folders (their keys never collide)."""
+    uses: tuple[str, ...] = ()
+    """Other studies whose records its tables read."""
+
+    def profile(self, profile: Profile) -> Profile:
+        """The profile with this study's tasks."""
+        return profile if self.tasks is None else replace(profile, tasks=self.tasks)
+
+    def seeds_of(self, profile: Profile) -> tuple[int, ...]:
+        return profile.seeds if self.seeds is None else profile.seeds[: self.seeds]
+
+    def cells(
+        self, profile: Profile, algos: Sequence[str] | None = None, variants: bool = True
+    ) -> list[Cell]:
+        """Its cells on ``profile``: ``algos`` (default its own) on every data size, seed
+        and preset, then (when ``variants``) its variants on the ablation preset."""
+        presets = self.presets or profile.presets
+        seeds = self.seeds_of(profile)
+        out = [
+            Cell(a, p, s, n)
+            for n in self.episodes
+            for s in seeds
+            for p in presets
+            for a in (self.algos if algos is None else algos)
+        ]
+        if variants:
+            out += [Cell(a, profile.ablation_preset, s) for s in seeds for a in self.variants]
+        return out
+
+    def owns(self, cell: dict[str, Any]) -> bool:
+        """Whether a finished cell (a record's ``cell``) belongs to this study."""
+        algos = (*self.algos, *self.variants)
+        return cell["algo"] in algos and cell.get("episodes") in self.episodes
+
+
+@dataclass(frozen=True)
+class PixelStudy:
+    """One multi-task agent per row from 64 px frames, each with its own training config;
+    evaluated along training on every task, and at the end with held-out paraphrases."""
+
+    name: str
+    tasks: tuple[str, ...]
+    paraphrases: dict[str, str]
+    config: TrainConfig
+    """The pixel agents' config; ``agents`` change it."""
+    agents: dict[str, dict[str, Any]]
+    tables: tuple[str, ...] = ("vision.json", "vision.md")
+    preset: str = "mixed"
+    seed: int = 0
+    steps: int = 1500
+    """Gradient steps of an agent that does not set its own."""
+    episodes_per_task: int = 40
+    image_size: int = 64
+    max_steps: int = 200
+    action_repeat: int = 4
+    eval_episodes: int = 25
+    eval_envs: int = 5
+    eval_points: int = 3
+    eval_seed: int = 1000
+    """Added to the seed for the evaluation environments."""
+    collect_workers: int = 2
+    folder: str = "pixels"
+    uses: tuple[str, ...] = ()
+
+
+# alpha 1: the weight the first three agents were measured with (vision.md); the last one
+# measures the state profile's later alpha 0.5 from pixels.
+PIXEL = replace(
+    QT_CPU,
+    conservative_weight=1.0,
+    batch_size=64,
+    observation="image",
+    task_features="instruction",
+    augment=True,
+    log_every=250,
+)
+
+STUDIES: dict[str, Study | PixelStudy] = {
+    "grid": Study(
+        "grid",
+        algos=ALGOS,
+        variants=tuple(ABLATIONS),
+        tables=(
+            "metaworld.csv",
+            "metaworld.md",
+            "metaworld_run.json",
+            "ablations.md",
+            "time_limits.md",
+            "metaworld_curves.png",
+            "metaworld_bars.png",
+        ),
+    ),
+    "explore": Study(
+        "explore",
+        algos=tuple(EXPLORATION),
+        presets=HARD_PRESETS,
+        seeds=2,
+        tables=("explore.md",),
+        uses=("grid",),
+    ),
+    "scale": Study(
+        "scale",
+        algos=SCALE_ALGOS,
+        presets=HARD_PRESETS,
+        episodes=(25, 50),
+        tables=("scale.md",),
+        uses=("grid",),
+    ),
+    "transfer": Study(
+        "transfer",
+        algos=("qt", "iql", "bc-success"),
+        presets=HARD_PRESETS,
+        tasks=("door-open-v3",),
+        folder="transfer",
+        tables=("transfer.md", "transfer_run.json"),
+    ),
+    "pixels": PixelStudy(
+        "pixels",
+        tasks=("drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3", "door-open-v3"),
+        paraphrases={
+            "drawer-open-v3": "pull the drawer out",
+            "drawer-close-v3": "push the drawer shut",
+            "button-press-topdown-v3": "push the button down from above",
+            "door-open-v3": "swing the door open",
+        },
+        config=PIXEL,
+        agents={
+            "qt-pixels": {},
+            "qt-state": {
+                "observation": "state",
+                "augment": False,
+                "steps": QT_CPU.steps,
+                "batch_size": QT_CPU.batch_size,
+            },
+            "bc-pixels": {"loss": "bc", "q_heads": 1},
+            "qt-pixels-alpha-0.5": {"conservative_weight": 0.5},
+        },
+    ),
+}
+"""Every study by name: ``qtransformer bench --study NAME``."""
