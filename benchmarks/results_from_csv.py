@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from qtransformer.bench.runner import write_records
+from qtransformer.bench.runner import read_records, write_records
 from qtransformer.bench.studies import Cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +57,10 @@ def records_from_csv(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
-    records = records_from_csv(RESULTS / "metaworld.csv")
-    write_records(RESULTS / "cells" / "grid.jsonl", records)
+    path = RESULTS / "cells" / "grid.jsonl"
+    # Full records already there (cells rerun since) are kept: only missing cells are added.
+    records = {**records_from_csv(RESULTS / "metaworld.csv"), **read_records(path)}
+    write_records(path, records)
     print(f"{len(records)} cells -> {RESULTS / 'cells' / 'grid.jsonl'}")
 
 
