@@ -237,3 +237,26 @@ def test_cli_eval_other_settings_on_purpose(repeat4_agent, built_envs, tmp_path)
     payload = run_eval(repeat4_agent, tmp_path, "--action-repeat", "2", "--env-mismatch-ok")
     assert built_envs == [("reach-v3", 40, 2)]
     assert (payload["env"]["max_steps"], payload["env"]["action_repeat"]) == (40, 2)
+
+
+def test_cli_collect_into_a_relative_folder_keeps_the_dataset(tmp_path, monkeypatch) -> None:
+    """The README's own command: ``--out datasets``, a path relative to the working folder."""
+    monkeypatch.chdir(tmp_path)
+    collect = ["collect", "--tasks", "reach-v3", "--demos", "2", "--max-steps", "40"]
+    main([*collect, "--workers", "1", "--out", "datasets"])
+    folder = tmp_path / "datasets" / "metaworld-custom-reach-v3-v0"
+    data = qt.OfflineDataset.open(folder)
+    assert data.num_episodes == 2
+    assert [p.name for p in (tmp_path / "datasets").iterdir()] == [folder.name]  # no leftovers
+    before = sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+    def collect_nothing(*args, **kwargs):
+        raise AssertionError("collected before refusing")
+
+    from qtransformer import collection
+
+    monkeypatch.setattr(collection, "collect", collect_nothing)
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main([*collect, "--workers", "1", "--out", "datasets"])
+    after = sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    assert after == before

@@ -173,6 +173,14 @@ def run_collect(args: CollectArgs) -> None:
     # Minari ids allow letters, digits, '-' and '_': tasks are joined by '_'.
     label = "_".join(tasks) if len(tasks) <= 3 else args.tasks.split(",")[0].lower()
     name = args.name or f"metaworld-{args.preset or 'custom'}-{label}-v0"
+    # Resolved once here: the dataset is built under a temporary folder, and relative paths
+    # would be read against it.
+    args.out = args.out.expanduser().resolve()
+    if (args.out / name).exists() and not args.overwrite:
+        raise SystemExit(
+            f"{args.out / name} exists: pass --overwrite to replace it, or --name to keep both "
+            "(nothing was collected)"
+        )
     t0 = time.perf_counter()
     episodes = mw.collect(
         recipe,

@@ -138,7 +138,8 @@ def write_minari(
     import minari
     from minari.data_collector import EpisodeBuffer
 
-    root = Path(root)
+    # Absolute: Minari joins the dataset's own paths to the root it is given.
+    root = Path(root).expanduser().resolve()
     if "/" in dataset_id:
         raise ValueError(f"dataset_id {dataset_id!r} must not contain '/' (no namespace)")
     final = root / dataset_id
