@@ -142,6 +142,10 @@ class Agent:
     def _windows(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
         obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
         w, d = self.config.window, self.config.obs_dim
+        bad = ~torch.isfinite(obs.reshape(obs.shape[0], -1)).all(dim=1) if obs.dim() else None
+        if bad is not None and bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(f"observations contain NaN or inf at row {row} ('state' vectors)")
         if obs.dim() == 2 and obs.shape[1] == d:
             # A single frame: as at an episode start, the window repeats it.
             return obs[:, None].expand(-1, w, -1)
@@ -344,7 +348,18 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
         raise ValueError(f"{cfg_file} has format {meta.get('format')!r}, expected {FORMAT!r}")
     model_cfg = ModelConfig(**meta["model"])
     model = QTransformer(model_cfg)
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    q_max = meta.get("q_max")
+    if not (isinstance(q_max, (int, float)) and 0 < q_max < float("inf")):
+        raise ValueError(f"{cfg_file} has q_max = {q_max!r}: it must be finite and > 0")
+    weights_file = path / "model.safetensors"
+    weights = load_file(str(weights_file))
+    bad = [name for name, t in weights.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(
+            f"{weights_file} holds NaN or inf weights ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}): the run that saved it diverged"
+        )
+    model.load_state_dict(weights)
     model.to(device)
     disc = ActionDiscretizer(
         np.asarray(meta["action_low"]), np.asarray(meta["action_high"]), model_cfg.n_bins
@@ -352,7 +367,7 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     return Agent(
         model,
         disc,
-        meta["q_max"],
+        q_max,
         meta.get("train"),
         meta.get("tasks", ["task"]),
         meta.get("instructions"),

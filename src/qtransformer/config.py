@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from qtransformer.model import ModelConfig, ObservationKind, TaskFeatures
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""Largest float32: values are scaled by q_max in float32 on the device."""
 
 
 @dataclass
@@ -97,6 +101,19 @@ class TrainConfig:
             self.q_heads = 1
         if self.augment_pad < 0:
             raise ValueError(f"augment_pad must be >= 0, got {self.augment_pad}")
+        if not (math.isfinite(self.gamma) and 0.0 <= self.gamma <= 1.0):
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(
+                f"grad_clip must be finite and >= 0 (0 disables it), got {self.grad_clip}"
+            )
+        if self.q_max is not None and not (0 < self.q_max <= FLOAT32_MAX):
+            raise ValueError(
+                f"q_max must be finite and in (0, {FLOAT32_MAX:.3g}] (or None: derived from "
+                f"the rewards), got {self.q_max}"
+            )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:

@@ -85,6 +85,8 @@ class Learner:
             lr=cfg.lr,
         )
         self.step = 0
+        self.last_loss: torch.Tensor | None = None
+        """Loss of the latest update, detached and on the device (reading it syncs)."""
 
     def update(self, batch: Batch, metrics: bool = True) -> dict[str, float]:
         """One gradient step on ``batch``.
@@ -156,6 +158,7 @@ class Learner:
     def _step(self, loss: torch.Tensor) -> torch.Tensor:
         """Backward, clip, AdamW step and target update; returns the gradient norm."""
         cfg = self.cfg
+        self.last_loss = loss.detach()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(

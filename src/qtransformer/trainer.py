@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
@@ -28,6 +29,45 @@ from qtransformer.discretize import ActionDiscretizer
 from qtransformer.learner import Learner
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss or non-finite weights; nothing was saved from it."""
+
+
+_DIVERGED_HINT = "learning rate too high or gradient clipping off (--lr, --grad-clip)"
+
+
+def _check_loss(learner: Learner, step: int, world: int) -> None:
+    """Raise :class:`TrainingDiverged` when the loss of the latest update is NaN or inf.
+
+    One scalar read per step (a device synchronization on GPUs); across processes the
+    losses are summed first, so every process stops at the same step.
+    """
+    loss = learner.last_loss
+    if loss is None:
+        return
+    if world > 1:
+        loss = loss.clone()
+        dist.all_reduce(loss)
+    value = float(loss)
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"training diverged at step {step}: loss = {value}; likely cause: {_DIVERGED_HINT}. "
+            "Nothing was saved from this step on; the last good checkpoint, if any, is kept"
+        )
+
+
+def _check_weights(learner: Learner, step: int) -> None:
+    """Raise :class:`TrainingDiverged` when the online network holds NaN or inf weights."""
+    flags = [torch.isfinite(t).all() for t in learner.model.state_dict().values()]
+    if flags and not bool(torch.stack(flags).all()):
+        raise TrainingDiverged(
+            f"training diverged at step {step}: the network's weights contain NaN or inf; "
+            f"likely cause: {_DIVERGED_HINT}. Not saving them; the last good checkpoint, if "
+            "any, is kept"
+        )
+
 
 Callback = Callable[[int, dict[str, float], Learner], None]
 Evaluation = Callable[[Agent, int], "Mapping[str, float] | None"]
@@ -214,6 +254,7 @@ def train(
             sampler.batch(idx[rank * local : (rank + 1) * local]),
             metrics=log_now or callback is not None,
         )
+        _check_loss(learner, step, world)
         if callback is not None:
             callback(step, metrics, learner)
         if evaluate is not None and step in eval_at and rank == 0:
@@ -240,12 +281,15 @@ def train(
         if bar is not None:
             bar.update(1)
         periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+        if ckpt is not None and (periodic or step == cfg.steps):
+            _check_weights(learner, step)  # on every process, so all stop together
         if ckpt is not None and rank == 0 and (periodic or step == cfg.steps):
             save_checkpoint(ckpt, learner, agent, generator)
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
+    _check_weights(learner, learner.step)  # never return (or save) a NaN agent
     if out is not None and rank == 0:
         agent.save(out / "agent")
     agent.model.eval()

@@ -491,4 +491,12 @@ class OfflineDataset:
         sparse = r.max() <= 1.0 and not np.any((r > 0) & ~self.terminals)
         if sparse:
             return 1.0
-        return float(max(r.max(), 1e-8) / (1.0 - gamma))
+        r_max = max(float(r.max()), 1e-8)
+        q_max = r_max / (1.0 - gamma) if gamma < 1.0 else float("inf")
+        if not q_max <= float(np.finfo(np.float32).max):  # also false for NaN
+            raise ValueError(
+                f"cannot derive q_max = max reward / (1 - gamma) = {r_max:.4g} / (1 - {gamma}): "
+                "not a finite float32 (gamma = 1 with rewards before the terminal step, or huge "
+                "rewards); pass --q-max (TrainConfig.q_max) with a bound on the returns"
+            )
+        return q_max

@@ -1,0 +1,129 @@
+"""Faults are loud: divergence, impossible settings, non-finite inputs and weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import qtransformer as qt
+from qtransformer.agent import load_agent
+from qtransformer.trainer import TrainingDiverged
+
+CFG = dict(
+    steps=12,
+    batch_size=16,
+    n_bins=9,
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    lr=1e-3,
+    target_update_rate=0.1,
+    log_every=1000,
+)
+
+
+def data_of(arrays) -> qt.OfflineDataset:
+    return qt.OfflineDataset.from_arrays(**arrays, action_low=-np.ones(3), action_high=np.ones(3))
+
+
+def finite_weights(directory) -> bool:
+    weights = load_file(str(directory / "model.safetensors"))
+    return all(bool(torch.isfinite(t).all()) for t in weights.values())
+
+
+def test_divergence_raises_and_saves_no_nan_agent(tiny_arrays, tmp_path) -> None:
+    cfg = qt.TrainConfig(**{**CFG, "lr": 1e6, "grad_clip": 0.0, "steps": 40})
+    with pytest.raises(TrainingDiverged, match=r"at step \d+.*--lr, --grad-clip") as info:
+        qt.train(data_of(tiny_arrays), cfg, out_dir=tmp_path)
+    assert isinstance(info.value, RuntimeError)
+    for name in ("agent", "checkpoint"):
+        d = tmp_path / name
+        assert not (d / "model.safetensors").exists() or finite_weights(d), name
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tiny_arrays, tmp_path) -> None:
+    # A good run writes a checkpoint; resuming it with an exploding rate must leave it as it is.
+    qt.train(data_of(tiny_arrays), qt.TrainConfig(**{**CFG, "steps": 4}), out_dir=tmp_path)
+    cfg = qt.TrainConfig(**{**CFG, "lr": 1e6, "grad_clip": 0.0, "steps": 40, "checkpoint_every": 1})
+    with pytest.raises(TrainingDiverged):
+        qt.train(data_of(tiny_arrays), cfg, out_dir=tmp_path, resume=True)
+    assert finite_weights(tmp_path / "checkpoint")
+    assert finite_weights(tmp_path / "agent")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("q_max", float("nan")),
+        ("q_max", float("inf")),
+        ("q_max", 0.0),
+        ("gamma", 1.5),
+        ("gamma", float("nan")),
+        ("lr", 0.0),
+        ("lr", float("inf")),
+        ("grad_clip", -1.0),
+        ("grad_clip", float("nan")),
+    ],
+)
+def test_config_refuses_impossible_values(field, value) -> None:
+    with pytest.raises(ValueError, match=rf"^{field} must"):
+        qt.TrainConfig(**{field: value})
+
+
+def test_config_accepts_the_edges() -> None:
+    qt.TrainConfig(gamma=1.0, grad_clip=0.0, q_max=5.0)
+    qt.TrainConfig(gamma=0.0)
+
+
+@pytest.mark.parametrize(("gamma", "reward"), [(1.0, 0.5), (0.98, 1e37)])
+def test_default_q_max_refuses_an_infinite_bound(tiny_arrays, gamma, reward) -> None:
+    arrays = dict(tiny_arrays)
+    arrays["rewards"] = np.full_like(arrays["rewards"], reward)  # dense rewards
+    with pytest.raises(ValueError, match=r"q_max.*gamma.*--q-max"):
+        data_of(arrays).default_q_max(gamma)
+
+
+def test_gamma_one_with_sparse_rewards_keeps_q_max_one(tiny_arrays) -> None:
+    assert data_of(tiny_arrays).default_q_max(1.0) == 1.0
+
+
+@pytest.fixture
+def agent(tiny_arrays):
+    return qt.train(data_of(tiny_arrays), qt.TrainConfig(**{**CFG, "steps": 2}))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_act_and_q_values_refuse_non_finite_observations(agent, tiny_arrays, bad) -> None:
+    obs = tiny_arrays["observations"][:4].copy()
+    obs[2, 1] = bad
+    with pytest.raises(ValueError, match="observations contain NaN or inf at row 2"):
+        agent.act(obs)
+    with pytest.raises(ValueError, match="observations contain NaN or inf at row 2"):
+        agent.q_values(obs, np.zeros((4, 3), np.int64))
+    assert np.isfinite(agent.act(tiny_arrays["observations"][:4])).all()
+
+
+def test_load_agent_refuses_nan_weights(agent, tmp_path) -> None:
+    agent.save(tmp_path / "a")
+    weights_file = tmp_path / "a" / "model.safetensors"
+    weights = load_file(str(weights_file))
+    name = next(iter(weights))
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, str(weights_file))
+    with pytest.raises(ValueError, match=r"model\.safetensors holds NaN or inf weights") as info:
+        load_agent(tmp_path / "a")
+    assert str(weights_file) in str(info.value)
+
+
+def test_load_agent_refuses_non_finite_q_max(agent, tmp_path) -> None:
+    agent.save(tmp_path / "a")
+    cfg_file = tmp_path / "a" / "config.json"
+    meta = json.loads(cfg_file.read_text())
+    meta["q_max"] = float("inf")
+    cfg_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config\.json has q_max = inf"):
+        load_agent(tmp_path / "a")
