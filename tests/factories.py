@@ -39,3 +39,17 @@ def assert_same_episodes(expected: list[Episode], got: list[Episode]) -> None:
             b.task,
             b.instruction,
         )
+
+
+TINY_TRAIN = dict(
+    steps=12,
+    batch_size=16,
+    n_bins=9,
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    lr=1e-3,
+    target_update_rate=0.1,
+    log_every=1000,
+)
+"""A Q-Transformer small enough to train in a fraction of a second on ``tiny_arrays``."""

@@ -7,23 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from factories import TINY_TRAIN
 from safetensors.torch import load_file, save_file
 
 import qtransformer as qt
 from qtransformer.agent import load_agent
 from qtransformer.trainer import TrainingDiverged
 
-CFG = dict(
-    steps=12,
-    batch_size=16,
-    n_bins=9,
-    d_model=32,
-    n_layers=2,
-    n_heads=4,
-    lr=1e-3,
-    target_update_rate=0.1,
-    log_every=1000,
-)
+CFG = TINY_TRAIN
 
 
 def data_of(arrays) -> qt.OfflineDataset:

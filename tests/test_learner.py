@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from factories import TINY_TRAIN
 
 import qtransformer as qt
 from qtransformer.atomic import write_dir_atomically
@@ -10,17 +11,7 @@ from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.learner import Learner
 
-CFG = qt.TrainConfig(
-    steps=12,
-    batch_size=16,
-    n_bins=9,
-    d_model=32,
-    n_layers=2,
-    n_heads=4,
-    lr=1e-3,
-    target_update_rate=0.1,
-    log_every=1000,
-)
+CFG = qt.TrainConfig(**TINY_TRAIN)
 
 
 def setup(arrays, **overrides):
