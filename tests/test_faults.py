@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -118,3 +119,29 @@ def test_load_agent_refuses_non_finite_q_max(agent, tmp_path) -> None:
     cfg_file.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"config\.json has q_max = inf"):
         load_agent(tmp_path / "a")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("batch_size", 0, ">= 1"),
+        ("window", 0, ">= 1"),
+        ("q_heads", 0, ">= 1"),
+        ("log_every", 0, ">= 1"),
+        ("n_bins", 1, ">= 2"),
+        ("n_step", 1.5, ">= 1"),
+        ("steps", -1, ">= 0"),
+        ("dropout", 1.0, "[0, 1)"),
+        ("target_update_rate", 0.0, "(0, 1]"),
+        ("conservative_weight", float("nan"), "[0.0, "),
+    ],
+)
+def test_config_refuses_a_value_out_of_range_naming_field_and_range(field, value, allowed) -> None:
+    with pytest.raises(ValueError, match=re.escape(field) + ".*" + re.escape(allowed)):
+        qt.TrainConfig(**{field: value})
+
+
+def test_config_refuses_a_width_the_heads_cannot_split() -> None:
+    with pytest.raises(ValueError, match="d_model must be divisible by n_heads"):
+        qt.TrainConfig(d_model=30, n_heads=4)
+    assert qt.TrainConfig(n_bins=np.int64(8)).n_bins == 8  # numpy integers are integers

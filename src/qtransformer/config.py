@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -99,8 +100,23 @@ class TrainConfig:
         if self.loss == "bc":
             # Cross-entropy of the data's bins has no use for a second value head.
             self.q_heads = 1
-        if self.augment_pad < 0:
-            raise ValueError(f"augment_pad must be >= 0, got {self.augment_pad}")
+        for name, low in _AT_LEAST.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model must be divisible by n_heads, got d_model={self.d_model} and "
+                f"n_heads={self.n_heads}"
+            )
+        for name, (low, high) in _IN_RANGE.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.target_update_rate <= 1:
+            raise ValueError(f"target_update_rate must be in (0, 1], got {self.target_update_rate}")
         if not (math.isfinite(self.gamma) and 0.0 <= self.gamma <= 1.0):
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -191,3 +207,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Named configurations as changes to ``TrainConfig()``; ``"paper"`` is also what
 ``TrainConfig()`` gave before our measurements replaced its defaults."""
+
+_AT_LEAST: dict[str, int] = {
+    "steps": 0,
+    "batch_size": 1,
+    "n_bins": 2,
+    "n_step": 1,
+    "window": 1,
+    "d_model": 1,
+    "n_layers": 1,
+    "n_heads": 1,
+    "q_heads": 1,
+    "image_tokens": 1,
+    "augment_pad": 0,
+    "log_every": 1,
+    "checkpoint_every": 0,
+}
+"""Integer fields and their smallest allowed value."""
+_IN_RANGE: dict[str, tuple[float, float]] = {
+    "conservative_weight": (0.0, 1e6),
+    "weight_decay": (0.0, 1e6),
+}
+"""Float fields and their allowed closed range."""
