@@ -109,10 +109,10 @@ class TrainConfig:
                 f"d_model must be divisible by n_heads, got d_model={self.d_model} and "
                 f"n_heads={self.n_heads}"
             )
-        for name, (low, high) in _IN_RANGE.items():
-            value = getattr(self, name)
-            if not (math.isfinite(value) and low <= value <= high):
-                raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        for name, (lo, hi) in _IN_RANGE.items():
+            number = getattr(self, name)
+            if not (math.isfinite(number) and lo <= number <= hi):
+                raise ValueError(f"{name} must be in [{lo}, {hi}], got {number}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.target_update_rate <= 1:
