@@ -37,6 +37,22 @@ def test_divergence_raises_and_saves_no_nan_agent(tiny_arrays, tmp_path) -> None
         assert not (d / "model.safetensors").exists() or finite_weights(d), name
 
 
+def test_divergence_names_the_first_step_with_a_non_finite_loss(tiny_arrays) -> None:
+    # Checked only at log and save steps (no host sync per step), yet the step named is the
+    # first one whose loss was NaN or inf, as every step's metrics show it.
+    losses: list[float] = []
+    cfg = qt.TrainConfig(**{**CFG, "lr": 1e6, "grad_clip": 0.0, "steps": 40, "log_every": 1000})
+    with pytest.raises(TrainingDiverged) as info:
+        qt.train(
+            data_of(tiny_arrays),
+            cfg,
+            callback=lambda step, metrics, learner: losses.append(metrics["train/loss"]),
+        )
+    first = next(i for i, v in enumerate(losses, 1) if not np.isfinite(v))
+    assert f"training diverged at step {first}: loss = " in str(info.value)
+    assert "(noticed at step 40)" in str(info.value)
+
+
 def test_divergence_keeps_the_last_good_checkpoint(tiny_arrays, tmp_path) -> None:
     # A good run writes a checkpoint; resuming it with an exploding rate must leave it as it is.
     qt.train(data_of(tiny_arrays), qt.TrainConfig(**{**CFG, "steps": 4}), out_dir=tmp_path)

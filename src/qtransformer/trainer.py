@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
@@ -38,24 +37,37 @@ class TrainingDiverged(RuntimeError):
 _DIVERGED_HINT = "learning rate too high or gradient clipping off (--lr, --grad-clip)"
 
 
-def _check_loss(learner: Learner, step: int, world: int) -> None:
-    """Raise :class:`TrainingDiverged` when the loss of the latest update is NaN or inf.
+class _LossWatch:
+    """Remembers, on the device, the first step whose loss was NaN or inf: recording costs no
+    host synchronization, so the hot loop stays free of them; :meth:`check` reads it (one
+    scalar, and one small all-reduce under torchrun) at log, evaluation and checkpoint steps
+    and at the end, so every process stops at the same step and nothing diverged is saved."""
 
-    One scalar read per step (a device synchronization on GPUs); across processes the
-    losses are summed first, so every process stops at the same step.
-    """
-    loss = learner.last_loss
-    if loss is None:
-        return
-    if world > 1:
-        loss = loss.clone()
-        dist.all_reduce(loss)
-    value = float(loss)
-    if not math.isfinite(value):
-        raise TrainingDiverged(
-            f"training diverged at step {step}: loss = {value}; likely cause: {_DIVERGED_HINT}. "
-            "Nothing was saved from this step on; the last good checkpoint, if any, is kept"
-        )
+    def __init__(self, device: torch.device) -> None:
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.loss = torch.zeros((), device=device)
+
+    def record(self, loss: torch.Tensor | None, step: int) -> None:
+        if loss is None:
+            return
+        new = ~torch.isfinite(loss) & (self.first < 0)
+        self.first.masked_fill_(new, step)
+        self.loss = torch.where(new, loss.float(), self.loss)
+
+    def check(self, step: int, world: int) -> None:
+        first = self.first.clone()
+        if world > 1:  # the first bad step of any process; then all raise together
+            flag = torch.where(first < 0, torch.iinfo(torch.long).max, first)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            first = torch.where(flag == torch.iinfo(torch.long).max, -1, flag)
+        k = int(first)
+        if k >= 0:
+            value = float(self.loss) if int(self.first) == k else float("nan")
+            raise TrainingDiverged(
+                f"training diverged at step {k}: loss = {value} (noticed at step {step}); "
+                f"likely cause: {_DIVERGED_HINT}. Nothing was saved from step {k} on; the last "
+                "good checkpoint, if any, is kept"
+            )
 
 
 def _check_weights(learner: Learner, step: int) -> None:
@@ -239,6 +251,7 @@ def train(
 
     local = cfg.batch_size // world
     eval_at = set(eval_steps)
+    watch = _LossWatch(device)
     if rank == 0:
         log.info("training on %d process(es) on %s, %d samples each per step", world, device, local)
     bar = None
@@ -254,7 +267,11 @@ def train(
             sampler.batch(idx[rank * local : (rank + 1) * local]),
             metrics=log_now or callback is not None,
         )
-        _check_loss(learner, step, world)
+        watch.record(learner.last_loss, step)
+        periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+        saving = ckpt is not None and (periodic or step == cfg.steps)
+        if log_now or saving or step in eval_at:
+            watch.check(step, world)
         if callback is not None:
             callback(step, metrics, learner)
         if evaluate is not None and step in eval_at and rank == 0:
@@ -280,15 +297,15 @@ def train(
                 bar.set_postfix(**shown)
         if bar is not None:
             bar.update(1)
-        periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-        if ckpt is not None and (periodic or step == cfg.steps):
+        if saving and ckpt is not None:
             _check_weights(learner, step)  # on every process, so all stop together
-        if ckpt is not None and rank == 0 and (periodic or step == cfg.steps):
-            save_checkpoint(ckpt, learner, agent, generator)
+            if rank == 0:
+                save_checkpoint(ckpt, learner, agent, generator)
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
+    watch.check(learner.step, world)
     _check_weights(learner, learner.step)  # never return (or save) a NaN agent
     if out is not None and rank == 0:
         agent.save(out / "agent")
