@@ -29,8 +29,6 @@ ObservationKind = Literal["state", "image", "both"]
 BatchPolicy = Callable[[Any], np.ndarray]
 """Observations of all environments (an array, or a dict of arrays) -> actions ``(B, dA)``."""
 
-ENV_KEYS = ("max_steps", "action_repeat", "camera", "image_size")
-"""The environment settings a training set records (``OfflineDataset.env_settings()``)."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +41,10 @@ class Observes:
         image_size: Side of the square frames to render (None for a state policy).
         camera: Camera to render them from (None: the evaluator's default).
         reads_instructions: ``act`` takes ``instruction=`` (a text) instead of ``task=``.
-        env: The environment settings of the training data as recorded (keys of
-            :data:`ENV_KEYS` that were known: ``max_steps``, ``action_repeat``, ``camera``,
-            ``image_size``); empty when nothing was recorded. A copy of what was given.
+        env: The environment settings of the training data as recorded (what
+            ``OfflineDataset.env_settings()`` knew of ``max_steps``, ``action_repeat``,
+            ``camera``, ``image_size``); empty when nothing was recorded. A copy of what was
+            given.
     """
 
     observation: ObservationKind = "state"
