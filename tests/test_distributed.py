@@ -9,25 +9,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from factories import TINY_TRAIN
 from safetensors.torch import load_file
 
 import qtransformer as qt
 
 pytestmark = pytest.mark.slow
 
-ARGS = dict(
-    steps=6,
-    batch_size=16,
-    n_bins=9,
-    d_model=32,
-    n_layers=2,
-    n_heads=4,
-    lr=1e-3,
-    target_update_rate=0.1,
-    n_step=2,
-    seed=3,
-    device="cpu",
-)
+ARGS = {**TINY_TRAIN, "steps": 6, "n_step": 2, "seed": 3, "device": "cpu"}
 
 
 def test_two_process_ddp_matches_single_process(tiny_arrays, tmp_path) -> None:
