@@ -35,6 +35,8 @@ def test_divergence_raises_and_saves_no_nan_agent(tiny_arrays, tmp_path) -> None
     for name in ("agent", "checkpoint"):
         d = tmp_path / name
         assert not (d / "model.safetensors").exists() or finite_weights(d), name
+    # A config is written only beside saved weights: none describes this run's non-agent.
+    assert not (tmp_path / "train_config.json").exists()
 
 
 def test_divergence_names_the_first_step_with_a_non_finite_loss(tiny_arrays) -> None:
@@ -61,6 +63,9 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny_arrays, tmp_path) -> Non
         qt.train(data_of(tiny_arrays), cfg, out_dir=tmp_path, resume=True)
     assert finite_weights(tmp_path / "checkpoint")
     assert finite_weights(tmp_path / "agent")
+    # The config on disk is that of the weights on disk, whichever run wrote them last.
+    written = json.loads((tmp_path / "train_config.json").read_text())
+    assert written == json.loads((tmp_path / "checkpoint" / "config.json").read_text())["train"]
 
 
 @pytest.mark.parametrize(

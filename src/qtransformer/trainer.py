@@ -81,6 +81,16 @@ def _check_weights(learner: Learner, step: int) -> None:
         )
 
 
+def _write_config(out: Path | None, cfg: TrainConfig) -> None:
+    """``out/train_config.json``, written only beside weights that were saved (so a run that
+    diverged or was refused leaves no config without its agent), and atomically."""
+    if out is None:
+        return
+    tmp = out / ".train_config.json.tmp"
+    tmp.write_text(json.dumps(asdict(cfg), indent=2))
+    tmp.replace(out / "train_config.json")
+
+
 Callback = Callable[[int, dict[str, float], Learner], None]
 Evaluation = Callable[[Agent, int], "Mapping[str, float] | None"]
 """``evaluate(agent, step)`` along training; numbers it returns are logged under ``eval/``."""
@@ -247,7 +257,6 @@ def train(
         writer = SummaryWriter(str(out / "tb"))
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     local = cfg.batch_size // world
     eval_at = set(eval_steps)
@@ -259,56 +268,62 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=learner.step, desc="train", unit="step")
-    while learner.step < cfg.steps:
-        idx = sampler.sample_indices(cfg.batch_size, generator)
-        step = learner.step + 1
-        log_now = step % cfg.log_every == 0 or step == cfg.steps
-        metrics = learner.update(
-            sampler.batch(idx[rank * local : (rank + 1) * local]),
-            metrics=log_now or callback is not None,
-        )
-        watch.record(learner.last_loss, step)
-        periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-        saving = ckpt is not None and (periodic or step == cfg.steps)
-        if log_now or saving or step in eval_at:
-            watch.check(step, world)
-        if callback is not None:
-            callback(step, metrics, learner)
-        if evaluate is not None and step in eval_at and rank == 0:
-            learner.model.eval()
-            results = evaluate(agent, step) or {}
-            learner.model.train()
-            for k, v in results.items():
+    try:
+        while learner.step < cfg.steps:
+            idx = sampler.sample_indices(cfg.batch_size, generator)
+            step = learner.step + 1
+            log_now = step % cfg.log_every == 0 or step == cfg.steps
+            metrics = learner.update(
+                sampler.batch(idx[rank * local : (rank + 1) * local]),
+                metrics=log_now or callback is not None,
+            )
+            watch.record(learner.last_loss, step)
+            periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+            saving = ckpt is not None and (periodic or step == cfg.steps)
+            if log_now or saving or step in eval_at:
+                watch.check(step, world)
+            if callback is not None:
+                callback(step, metrics, learner)
+            if evaluate is not None and step in eval_at and rank == 0:
+                learner.model.eval()
+                results = evaluate(agent, step) or {}
+                learner.model.train()
+                for k, v in results.items():
+                    if writer is not None:
+                        writer.add_scalar(f"eval/{k}", v, step)
+                if results:
+                    log.info(
+                        "eval at step %d %s",
+                        step,
+                        " ".join(f"{k}={v:.4g}" for k, v in results.items()),
+                    )
+            if log_now:
                 if writer is not None:
-                    writer.add_scalar(f"eval/{k}", v, step)
-            if results:
-                log.info(
-                    "eval at step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in results.items())
-                )
-        if log_now:
-            if writer is not None:
-                for k, v in metrics.items():
-                    writer.add_scalar(k, v, step)
-            log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                    for k, v in metrics.items():
+                        writer.add_scalar(k, v, step)
+                log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                if bar is not None:
+                    shown = {"loss": f"{metrics['train/loss']:.4f}"}
+                    if "train/q_data" in metrics:
+                        shown["q"] = f"{metrics['train/q_data']:.3f}"
+                    bar.set_postfix(**shown)
             if bar is not None:
-                shown = {"loss": f"{metrics['train/loss']:.4f}"}
-                if "train/q_data" in metrics:
-                    shown["q"] = f"{metrics['train/q_data']:.3f}"
-                bar.set_postfix(**shown)
+                bar.update(1)
+            if saving and ckpt is not None:
+                _check_weights(learner, step)  # on every process, so all stop together
+                if rank == 0:
+                    save_checkpoint(ckpt, learner, agent, generator)
+                    _write_config(out, cfg)
+    finally:  # also when training diverges or a callback raises
         if bar is not None:
-            bar.update(1)
-        if saving and ckpt is not None:
-            _check_weights(learner, step)  # on every process, so all stop together
-            if rank == 0:
-                save_checkpoint(ckpt, learner, agent, generator)
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
+            bar.close()
+        if writer is not None:
+            writer.close()
     watch.check(learner.step, world)
     _check_weights(learner, learner.step)  # never return (or save) a NaN agent
     if out is not None and rank == 0:
         agent.save(out / "agent")
+        _write_config(out, cfg)
     agent.model.eval()
     return agent
 
