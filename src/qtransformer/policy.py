@@ -30,7 +30,6 @@ BatchPolicy = Callable[[Any], np.ndarray]
 """Observations of all environments (an array, or a dict of arrays) -> actions ``(B, dA)``."""
 
 
-
 @dataclass(frozen=True)
 class Observes:
     """What a policy needs from the environment, and how its training data's was set up.
