@@ -239,7 +239,9 @@ def test_cli_eval_other_settings_on_purpose(repeat4_agent, built_envs, tmp_path)
     assert (payload["env"]["max_steps"], payload["env"]["action_repeat"]) == (40, 2)
 
 
-def test_cli_collect_into_a_relative_folder_keeps_the_dataset(tmp_path, monkeypatch) -> None:
+def test_cli_collect_into_a_relative_folder_keeps_the_dataset(
+    tmp_path, monkeypatch, caplog
+) -> None:
     """The README's own command: ``--out datasets``, a path relative to the working folder."""
     monkeypatch.chdir(tmp_path)
     collect = ["collect", "--tasks", "reach-v3", "--demos", "2", "--max-steps", "40"]
@@ -247,7 +249,9 @@ def test_cli_collect_into_a_relative_folder_keeps_the_dataset(tmp_path, monkeypa
     folder = tmp_path / "datasets" / "metaworld-custom-reach-v3-v0"
     data = qt.OfflineDataset.open(folder)
     assert data.num_episodes == 2
-    assert [p.name for p in (tmp_path / "datasets").iterdir()] == [folder.name]  # no leftovers
+    # No leftovers: only the dataset, and the (empty) lock file of its name.
+    names = sorted(p.name for p in (tmp_path / "datasets").iterdir())
+    assert names == [f".{folder.name}.lock", folder.name]
     before = sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
     def collect_nothing(*args, **kwargs):
@@ -256,7 +260,8 @@ def test_cli_collect_into_a_relative_folder_keeps_the_dataset(tmp_path, monkeypa
     from qtransformer import collection
 
     monkeypatch.setattr(collection, "collect", collect_nothing)
-    with pytest.raises(SystemExit, match="--overwrite"):
+    with pytest.raises(SystemExit):
         main([*collect, "--workers", "1", "--out", "datasets"])
+    assert "exists: pass --overwrite to replace it" in caplog.text
     after = sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*"))
     assert after == before

@@ -66,7 +66,6 @@ def broken(field: str, value) -> Episode:
             broken("images", np.zeros((5, 4, 4, 3), np.float32)),
             r"episode 1 \(push-v3\): images must be uint8",
         ),
-        (broken("truncated", True), r"episode 1 \(push-v3\): both terminated and truncated"),
     ],
 )
 def test_every_validation_error_names_field_and_episode(episode, message) -> None:

@@ -56,16 +56,28 @@ def test_divergence_names_the_first_step_with_a_non_finite_loss(tiny_arrays) -> 
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tiny_arrays, tmp_path) -> None:
-    # A good run writes a checkpoint; resuming it with an exploding rate must leave it as it is.
-    qt.train(data_of(tiny_arrays), qt.TrainConfig(**{**CFG, "steps": 4}), out_dir=tmp_path)
-    cfg = qt.TrainConfig(**{**CFG, "lr": 1e6, "grad_clip": 0.0, "steps": 40, "checkpoint_every": 1})
-    with pytest.raises(TrainingDiverged):
-        qt.train(data_of(tiny_arrays), cfg, out_dir=tmp_path, resume=True)
+    # The checkpoint of step 5 is good; the weights break at step 6 and the next save (step
+    # 10) must refuse them, keeping step 5's checkpoint and writing no agent.
+    def poison(step: int, metrics: dict, learner) -> None:
+        if step == 6:
+            with torch.no_grad():
+                next(learner.model.parameters()).view(-1)[0] = float("nan")
+
+    cfg = qt.TrainConfig(**{**CFG, "steps": 20, "checkpoint_every": 5})
+    with pytest.raises(
+        TrainingDiverged, match=r"diverged at step 7: loss = nan \(noticed at step 10\)"
+    ):
+        qt.train(data_of(tiny_arrays), cfg, out_dir=tmp_path, callback=poison)
     assert finite_weights(tmp_path / "checkpoint")
-    assert finite_weights(tmp_path / "agent")
-    # The config on disk is that of the weights on disk, whichever run wrote them last.
+    assert not (tmp_path / "agent").exists()
+    assert load_checkpoint_step(tmp_path / "checkpoint") == 5
+    # The config on disk is that of the weights on disk.
     written = json.loads((tmp_path / "train_config.json").read_text())
     assert written == json.loads((tmp_path / "checkpoint" / "config.json").read_text())["train"]
+
+
+def load_checkpoint_step(path) -> int:
+    return int(torch.load(path / "trainer_state.pt", weights_only=True)["step"])
 
 
 @pytest.mark.parametrize(
@@ -127,6 +139,9 @@ def test_load_agent_refuses_nan_weights(agent, tmp_path) -> None:
     name = next(iter(weights))
     weights[name].view(-1)[0] = float("nan")
     save_file(weights, str(weights_file))
+    # As from a tool that records no checksum: the weights themselves are checked.
+    cfg_file = tmp_path / "a" / "config.json"
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "model_sha256": None}))
     with pytest.raises(ValueError, match=r"model\.safetensors holds NaN or inf weights") as info:
         load_agent(tmp_path / "a")
     assert str(weights_file) in str(info.value)
@@ -166,3 +181,48 @@ def test_config_refuses_a_width_the_heads_cannot_split() -> None:
     with pytest.raises(ValueError, match="d_model must be divisible by n_heads"):
         qt.TrainConfig(d_model=30, n_heads=4)
     assert qt.TrainConfig(n_bins=np.int64(8)).n_bins == 8  # numpy integers are integers
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"task": "reach-v3"}, r"unknown task 'reach-v3'; known tasks: \['task'\]"),
+        ({"task": 3}, "task id 3 out of range for 1 tasks"),
+        ({"task": 0.5}, r"task must be a task name or an integer id, got 0\.5"),
+        ({"task": True}, "task must be a task name or an integer id, got True"),
+        ({"instruction": "open the drawer"}, r"unknown instructions \['open the drawer'\]"),
+    ],
+)
+def test_single_task_agent_refuses_a_task_it_does_not_know(agent, tiny_arrays, kwargs, message):
+    obs = tiny_arrays["observations"][:2]
+    with pytest.raises(ValueError, match=message):
+        agent.act(obs, **kwargs)
+    assert agent.act(obs, task="task").shape == (2, 3)  # its own task is fine
+    assert agent.act(obs, instruction="task").shape == (2, 3)
+
+
+def test_multi_task_agent_refuses_a_fractional_task_id(tiny_arrays) -> None:
+    ids = np.arange(len(tiny_arrays["rewards"])) % 2
+    data = qt.OfflineDataset.from_arrays(
+        **tiny_arrays,
+        task_ids=ids,
+        tasks=["a", "b"],
+        action_low=-np.ones(3),
+        action_high=np.ones(3),
+    )
+    agent = qt.train(data, qt.TrainConfig(**{**CFG, "steps": 2}))
+    obs = tiny_arrays["observations"][:2]
+    with pytest.raises(ValueError, match=r"got 0\.5 \(float\)"):
+        agent.act(obs, task=0.5)
+    with pytest.raises(ValueError, match=r"got 1\.0 \(float\)"):
+        agent.act(obs, task=[0, 1.0])
+    np.testing.assert_array_equal(agent.act(obs, task=[0, 1]), agent.act(obs, task=["a", "b"]))
+
+
+@pytest.mark.parametrize(
+    "obs",
+    [np.array([["a"] * 6] * 2), np.array([[object()] * 6] * 2, dtype=object), [[1.0, 2.0], [3.0]]],
+)
+def test_act_refuses_observations_that_are_not_numbers(agent, obs) -> None:
+    with pytest.raises(ValueError, match="observations must be"):
+        agent.act(obs)

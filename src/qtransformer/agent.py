@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from qtransformer.atomic import write_dir_atomically
+from qtransformer.atomic import file_digest, read_json, write_dir_atomically
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.model import ModelConfig, QTransformer
 
@@ -38,11 +38,24 @@ def resolve_task_ids(task: TaskArg, tasks: Sequence[str], batch: int) -> np.ndar
     """
     if task is None:
         raise ValueError(f"this policy was trained on tasks {list(tasks)}: pass task=")
-    items = [task] * batch if isinstance(task, (str, int, np.integer)) else list(task)
+    if isinstance(task, (str, int, float, np.integer, np.floating)):
+        items = [task] * batch
+    else:
+        try:
+            items = list(task)
+        except TypeError:
+            raise ValueError(
+                f"task must be a task name or id, or one per row, got {type(task).__name__}"
+            ) from None
     if len(items) != batch:
         raise ValueError(f"got {len(items)} tasks for a batch of {batch}")
     ids = []
     for t in items:
+        if isinstance(t, bool) or not isinstance(t, (str, int, np.integer)):
+            raise ValueError(
+                f"task must be a task name or an integer id, got {t!r} ({type(t).__name__}); "
+                f"known tasks: {list(tasks)}"
+            )
         if isinstance(t, str):
             if t not in tasks:
                 raise ValueError(f"unknown task {t!r}; known tasks: {list(tasks)}")
@@ -140,7 +153,16 @@ class Agent:
         return str(self.train_config.get("loss", "q"))
 
     def _windows(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
-        obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
+        try:
+            raw = np.asarray(observations)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"observations must be a rectangular array of numbers ({e})") from None
+        if raw.dtype == object or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
+            raise ValueError(
+                f"observations must be numeric ('state' vectors), got dtype {raw.dtype}"
+            )
+        # A copy: memory-mapped rows are read-only.
+        obs = torch.as_tensor(np.array(raw, dtype=np.float32), device=self.device)
         w, d = self.config.window, self.config.obs_dim
         bad = ~torch.isfinite(obs.reshape(obs.shape[0], -1)).all(dim=1) if obs.dim() else None
         if bad is not None and bool(bad.any()):
@@ -225,10 +247,23 @@ class Agent:
         self, task: TaskArg, instruction: InstructionArg, batch: int
     ) -> torch.Tensor | None:
         """Task ids ``(B,)`` or feature vectors ``(B, task_dim)``; None without a task token."""
-        if self.model.task_proj is None:
-            return None
         if task is not None and instruction is not None:
             raise ValueError("pass task= or instruction=, not both")
+        if self.model.task_proj is None:
+            # One task: nothing to condition on, but a task or instruction it does not know
+            # is a mistake to report, not to ignore.
+            if task is not None:
+                resolve_task_ids(task, self.tasks, batch)
+            if instruction is not None:
+                unknown = sorted(
+                    set(_instruction_list(instruction, batch)) - set(self.instructions)
+                )
+                if unknown:
+                    raise ValueError(
+                        f"unknown instructions {unknown}: this agent was trained on one task, "
+                        f"{self.tasks[0]!r} ({self.instructions[0]!r})"
+                    )
+            return None
         if instruction is None:
             ids = resolve_task_ids(task, self.tasks, batch)
             return torch.as_tensor(ids, dtype=torch.long, device=self.device)
@@ -322,6 +357,7 @@ class Agent:
     def write_files(self, directory: Path) -> None:
         save_file(self.model.state_dict(), str(directory / "model.safetensors"))
         meta = {
+            "model_sha256": file_digest(directory / "model.safetensors"),
             "format": FORMAT,
             "model": asdict(self.config),
             "action_low": self.discretizer.low.tolist(),
@@ -343,23 +379,43 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{path} holds no config.json: not a saved agent")
-    meta = json.loads(cfg_file.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{cfg_file} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    model_cfg = ModelConfig(**meta["model"])
-    model = QTransformer(model_cfg)
+    meta = read_json(cfg_file)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{cfg_file} has format {found!r}, expected {FORMAT!r}")
+    try:
+        model_cfg = ModelConfig(**meta["model"])
+        model = QTransformer(model_cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{cfg_file}: field 'model' does not describe a model ({e})") from None
     q_max = meta.get("q_max")
     if not (isinstance(q_max, (int, float)) and 0 < q_max < float("inf")):
         raise ValueError(f"{cfg_file} has q_max = {q_max!r}: it must be finite and > 0")
     weights_file = path / "model.safetensors"
-    weights = load_file(str(weights_file))
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{weights_file}: no such file (an incomplete agent folder)")
+    digest = meta.get("model_sha256")
+    if digest is not None and file_digest(weights_file) != digest:
+        raise ValueError(
+            f"{weights_file} does not match the checksum in {cfg_file.name} (damaged or "
+            "partly copied)"
+        )
+    try:
+        weights = load_file(str(weights_file))
+    except Exception as e:  # safetensors raises its own error types for a damaged file
+        raise ValueError(
+            f"{weights_file} is not a readable safetensors file ({type(e).__name__}: {e})"
+        ) from None
     bad = [name for name, t in weights.items() if not bool(torch.isfinite(t).all())]
     if bad:
         raise ValueError(
             f"{weights_file} holds NaN or inf weights ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}): the run that saved it diverged"
         )
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"{weights_file} does not fit the model in {cfg_file.name}: {e}") from None
     model.to(device)
     disc = ActionDiscretizer(
         np.asarray(meta["action_low"]), np.asarray(meta["action_high"]), model_cfg.n_bins

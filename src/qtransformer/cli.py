@@ -34,7 +34,9 @@ class TrainArgs:
     out: Path = Path("runs/train")
     """Output directory: checkpoint/, agent/, train_config.json, tb/."""
     resume: bool = False
-    """Continue from out/checkpoint if it exists."""
+    """Continue from out/checkpoint if it exists (same settings and data, else refused)."""
+    overwrite: bool = False
+    """Replace an earlier run in --out (without it, a folder holding one is refused)."""
     tensorboard: bool = False
     """Write TensorBoard logs to out/tb."""
     preset: PresetName = "default"
@@ -130,8 +132,18 @@ class DemoArgs:
 
 def run_train(args: TrainArgs) -> None:
     from qtransformer.data.dataset import OfflineDataset
-    from qtransformer.trainer import dataset_summary, train
+    from qtransformer.trainer import RUN_FILES, dataset_summary, train
 
+    # Resolved once here, and checked before any work starts.
+    args.out = args.out.expanduser().resolve()
+    earlier = [name for name in RUN_FILES if (args.out / name).exists()]
+    if earlier and not (args.resume or args.overwrite):
+        raise CliError(
+            f"{args.out} holds an earlier run ({', '.join(earlier)}): pass --resume to continue "
+            "it, --overwrite to replace it, or choose another --out"
+        )
+    if args.resume and args.overwrite:
+        raise CliError("--resume continues the run in --out and --overwrite replaces it: pick one")
     data = OfflineDataset.open(args.data)
     log.info("dataset %s: %s", args.data, dataset_summary(data))
     train(
@@ -150,13 +162,8 @@ def run_train(args: TrainArgs) -> None:
 
 
 def run_collect(args: CollectArgs) -> None:
-    import time
-
-    from rich.console import Console
-    from rich.table import Table
-
     from qtransformer import collection as mw
-    from qtransformer.data.minari_io import write_minari
+    from qtransformer.atomic import locked
     from qtransformer.envs import metaworld as menv
 
     tasks = menv.resolve_tasks(args.tasks)
@@ -169,7 +176,7 @@ def run_collect(args: CollectArgs) -> None:
             tasks, args.demos, args.failures, args.demo_noise, args.max_steps, args.action_repeat
         )
     else:
-        raise SystemExit("nothing to collect: give --preset NAME, or --demos N and/or --failures M")
+        raise CliError("nothing to collect: give --preset NAME, or --demos N and/or --failures M")
     # Minari ids allow letters, digits, '-' and '_': tasks are joined by '_'.
     label = "_".join(tasks) if len(tasks) <= 3 else args.tasks.split(",")[0].lower()
     name = args.name or f"metaworld-{args.preset or 'custom'}-{label}-v0"
@@ -177,10 +184,25 @@ def run_collect(args: CollectArgs) -> None:
     # would be read against it.
     args.out = args.out.expanduser().resolve()
     if (args.out / name).exists() and not args.overwrite:
-        raise SystemExit(
+        raise CliError(
             f"{args.out / name} exists: pass --overwrite to replace it, or --name to keep both "
             "(nothing was collected)"
         )
+    # One collection per dataset name at a time; the OS releases the lock if it is killed.
+    with locked(args.out / f".{name}.lock", f"{args.out / name} (a collection)"):
+        collect_into(args, recipe, tasks, name)
+
+
+def collect_into(args: CollectArgs, recipe: Any, tasks: list[str], name: str) -> None:
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from qtransformer import collection as mw
+    from qtransformer.data.minari_io import write_minari
+    from qtransformer.envs import metaworld as menv
+
     t0 = time.perf_counter()
     episodes = mw.collect(
         recipe,
@@ -377,8 +399,32 @@ def commands(preset: str = "default") -> Any:
     ]
 
 
+class CliError(Exception):
+    """A command given something it cannot use: printed as one line, exit status 2."""
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run a subcommand. Problems with what was given (bad data, settings, paths, a refused
+    resume, a locked output) and a diverged run end with a one-line message naming the file,
+    field or flag, and a non-zero exit status, instead of a traceback."""
+    from qtransformer.atomic import OutputLocked
+    from qtransformer.trainer import TrainingDiverged
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        dispatch(argv)
+    except CliError as e:
+        log.error("error: %s", e)
+        raise SystemExit(2) from None
+    except (ValueError, FileNotFoundError, FileExistsError, OutputLocked) as e:
+        log.error("error: %s", e)
+        raise SystemExit(2) from None
+    except TrainingDiverged as e:
+        log.error("error: %s", e)
+        raise SystemExit(3) from None
+
+
+def dispatch(argv: list[str] | None) -> None:
     args = tyro.cli(
         commands(preset_of(sys.argv[1:] if argv is None else argv)),
         args=argv,

@@ -7,9 +7,11 @@ averages the gradients, so the result matches one process on the whole global ba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,7 +22,13 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from qtransformer.agent import Agent
-from qtransformer.atomic import write_dir_atomically
+from qtransformer.atomic import (
+    file_digest,
+    locked,
+    recover,
+    write_dir_atomically,
+    write_text_atomically,
+)
 from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import OfflineDataset
 from qtransformer.data.sampler import TransitionSampler
@@ -86,9 +94,24 @@ def _write_config(out: Path | None, cfg: TrainConfig) -> None:
     diverged or was refused leaves no config without its agent), and atomically."""
     if out is None:
         return
-    tmp = out / ".train_config.json.tmp"
-    tmp.write_text(json.dumps(asdict(cfg), indent=2))
-    tmp.replace(out / "train_config.json")
+    write_text_atomically(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
+
+
+RUN_FILES = ("checkpoint", "agent", "train_config.json")
+
+
+def _clear_run(out: Path) -> None:
+    """A fresh run into ``out`` replaces what an earlier run left there, from the start, so
+    the folder never mixes the agent of one run with the checkpoint or config of another."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        log.warning("replacing the earlier run in %s (%s)", out, ", ".join(found))
+    for name in found:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 Callback = Callable[[int, dict[str, float], Learner], None]
@@ -116,10 +139,28 @@ def _init_distributed(device_name: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+RESUMABLE_CHANGES = ("device", "log_every", "checkpoint_every", "steps")
+"""Settings a resumed run may change; any other difference is a different run. ``steps``
+extends (or shortens) a run; the learning-rate schedule then spans the new total."""
+
+
+class CheckpointMismatch(ValueError):
+    """``--resume`` found a checkpoint of another run (settings or data), or a damaged one."""
+
+
+WEIGHT_FILES = ("model.safetensors", "target.safetensors")
+
+
 def save_checkpoint(
-    path: str | Path, learner: Learner, agent: Agent, generator: torch.Generator
+    path: str | Path,
+    learner: Learner,
+    agent: Agent,
+    generator: torch.Generator,
+    fingerprint: str = "",
 ) -> None:
-    """Atomically write everything needed to act (model + config) and to resume exactly."""
+    """Atomically write everything needed to act (model + config) and to resume exactly,
+    with what identifies the run: its training config, the dataset's fingerprint and a
+    checksum of each weight file, which :func:`load_checkpoint` checks."""
 
     def write(tmp: Path) -> None:
         agent.write_files(tmp)
@@ -130,6 +171,9 @@ def save_checkpoint(
                 "step": learner.step,
                 "torch_rng": torch.get_rng_state(),
                 "sampler_rng": generator.get_state(),
+                "config": json.dumps(asdict(learner.cfg), sort_keys=True),
+                "data_fingerprint": fingerprint,
+                "weights_sha256": {f: file_digest(tmp / f) for f in WEIGHT_FILES},
             },
             tmp / "trainer_state.pt",
         )
@@ -137,9 +181,64 @@ def save_checkpoint(
     write_dir_atomically(path, write)
 
 
-def load_checkpoint(path: str | Path, learner: Learner, generator: torch.Generator) -> None:
+def _differences(saved: Mapping[str, object], now: Mapping[str, object]) -> list[str]:
+    keys = sorted((set(saved) | set(now)) - set(RESUMABLE_CHANGES))
+    return [
+        f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
+        for k in keys
+        if saved.get(k) != now.get(k)
+    ]
+
+
+def load_checkpoint(
+    path: str | Path,
+    learner: Learner,
+    generator: torch.Generator,
+    fingerprint: str | None = None,
+) -> None:
+    """Restore a checkpoint written by :func:`save_checkpoint` into ``learner``.
+
+    Raises:
+        CheckpointMismatch: naming the checkpoint and what differs: the training settings
+            (every differing field but those in :data:`RESUMABLE_CHANGES`), the dataset
+            (``fingerprint``), a weight file whose checksum does not match, or a missing file.
+    """
     path = Path(path)
-    state = torch.load(path / "trainer_state.pt", weights_only=True)
+    state_file = path / "trainer_state.pt"
+    for name in ("trainer_state.pt", *WEIGHT_FILES):
+        if not (path / name).is_file():
+            raise CheckpointMismatch(
+                f"{path} is an incomplete checkpoint ({name} is missing); not starting over on "
+                "top of it: move it away to train from step 0"
+            )
+    try:
+        state = torch.load(state_file, weights_only=True)
+    except Exception as e:  # torch raises many kinds for a damaged file
+        raise CheckpointMismatch(f"{state_file} is damaged ({type(e).__name__}: {e})") from None
+    if "config" not in state or "weights_sha256" not in state:
+        raise CheckpointMismatch(
+            f"{state_file} records no training config or weight checksums (written by an "
+            "older version), so resuming it cannot be checked; train into another --out"
+        )
+    now = json.loads(json.dumps(asdict(learner.cfg)))  # tuples as lists, as stored
+    diffs = _differences(json.loads(state["config"]), now)
+    if diffs:
+        raise CheckpointMismatch(
+            f"{path} was trained with other settings; --resume continues a run with the same "
+            "ones (or train into another --out): " + "; ".join(diffs)
+        )
+    if fingerprint is not None and state.get("data_fingerprint") != fingerprint:
+        raise CheckpointMismatch(
+            f"{path} was trained on another dataset (fingerprint "
+            f"{str(state.get('data_fingerprint'))[:12]}..., this one {fingerprint[:12]}...); "
+            "resume with the same data, or train into another --out"
+        )
+    for name, digest in state["weights_sha256"].items():
+        if file_digest(path / name) != digest:
+            raise CheckpointMismatch(
+                f"{path / name} does not match the checksum recorded when it was written "
+                "(damaged or partly copied); restore it or train into another --out"
+            )
     learner.model.load_state_dict(load_file(str(path / "model.safetensors")))
     learner.target.load_state_dict(load_file(str(path / "target.safetensors")))
     learner.optimizer.load_state_dict(state["optimizer"])
@@ -185,7 +284,11 @@ def train(
         config: Hyperparameters; defaults to ``TrainConfig()``.
         out_dir: Directory for checkpoints (``checkpoint/``), the final agent (``agent/``)
             and TensorBoard logs; nothing is written when None.
-        resume: Continue from ``out_dir/checkpoint`` if it exists, exactly where it stopped.
+        resume: Continue from ``out_dir/checkpoint`` if it exists, exactly where it stopped;
+            a checkpoint of other settings or data, or a damaged one, is refused
+            (:class:`CheckpointMismatch`). Without it, an earlier run in ``out_dir`` is
+            replaced. ``out_dir`` is locked for the life of the run (another run into it
+            stops at once with :class:`qtransformer.atomic.OutputLocked`).
         callback: Called as ``callback(step, metrics, learner)`` after every update
             (metrics are then computed every step).
         progress: Show a progress bar.
@@ -247,16 +350,30 @@ def train(
     generator = torch.Generator().manual_seed(cfg.seed)
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "checkpoint" if out is not None else None
-    if resume and ckpt is not None and (ckpt / "trainer_state.pt").exists():
-        load_checkpoint(ckpt, learner, generator)
-        log.info("resumed from %s at step %d", ckpt, learner.step)
+    fingerprint = data.fingerprint() if out is not None else ""
+    held = contextlib.ExitStack()  # the lock on out, for the life of the run
+    if out is not None and ckpt is not None:
+        if rank == 0:
+            held.enter_context(locked(out / ".lock", f"{out} (a training run)"))
+            recover(ckpt)  # a checkpoint write killed midway: the previous one comes back
+            if not resume:
+                _clear_run(out)
+        if world > 1:
+            dist.barrier()
+        if resume and ckpt.exists():
+            try:
+                load_checkpoint(ckpt, learner, generator, fingerprint)
+            except BaseException:
+                held.close()
+                raise
+            log.info("resumed from %s at step %d", ckpt, learner.step)
+        elif resume:
+            log.info("no checkpoint in %s: starting from step 0", out)
     writer = None
     if tensorboard and out is not None and rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"))
-    if out is not None and rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
 
     local = cfg.batch_size // world
     eval_at = set(eval_steps)
@@ -312,18 +429,19 @@ def train(
             if saving and ckpt is not None:
                 _check_weights(learner, step)  # on every process, so all stop together
                 if rank == 0:
-                    save_checkpoint(ckpt, learner, agent, generator)
+                    save_checkpoint(ckpt, learner, agent, generator, fingerprint)
                     _write_config(out, cfg)
+        watch.check(learner.step, world)
+        _check_weights(learner, learner.step)  # never return (or save) a NaN agent
+        if out is not None and rank == 0:
+            agent.save(out / "agent")
+            _write_config(out, cfg)
     finally:  # also when training diverges or a callback raises
         if bar is not None:
             bar.close()
         if writer is not None:
             writer.close()
-    watch.check(learner.step, world)
-    _check_weights(learner, learner.step)  # never return (or save) a NaN agent
-    if out is not None and rank == 0:
-        agent.save(out / "agent")
-        _write_config(out, cfg)
+        held.close()
     agent.model.eval()
     return agent
 

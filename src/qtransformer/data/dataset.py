@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qtransformer.atomic import write_dir_atomically
-from qtransformer.data.episodes import Episode, validate_episodes
-from qtransformer.discretize import ActionDiscretizer
+from qtransformer.atomic import read_json, write_dir_atomically
+from qtransformer.data.episodes import DatasetError, Episode, validate_episodes
+from qtransformer.data.validation import CHUNK, Where, as_flags, as_float, numeric, validate_arrays
 from qtransformer.returns import (
     Episodes,
     find_episodes,
@@ -24,6 +26,19 @@ ENV_SETTINGS = ("max_steps", "action_repeat", "camera", "image_size")
 """Metadata keys that say how the data's environment was set up."""
 STORE_FORMAT = "qtransformer-dataset-v1"
 STORE_META = "dataset.json"
+NPZ_REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
+NPZ_FIELDS = (
+    *NPZ_REQUIRED,
+    "action_low",
+    "action_high",
+    "task_ids",
+    "tasks",
+    "instructions",
+    "images",
+    "instruction_embeddings",
+    "instruction_embedding_model",
+)
+"""Arrays a ``.npz`` may hold (the arguments of :meth:`OfflineDataset.from_arrays`)."""
 STORE_ARRAYS = (
     "observations",
     "actions",
@@ -36,22 +51,6 @@ STORE_ARRAYS = (
     "final_images",
     "instruction_embeddings",
 )
-
-
-def _as_float_array(name: str, x: object, ndim: int) -> np.ndarray:
-    a = np.asarray(x)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
-        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
-    a = a.astype(np.float32)
-    if ndim == 1 and a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} contains NaN or inf at index {where}")
-    return a
 
 
 class OfflineDataset:
@@ -168,30 +167,30 @@ class OfflineDataset:
             instruction_embedding_model: Name of the model that made them.
 
         Raises:
-            ValueError: naming the field for wrong shapes, NaN or inf, disagreeing lengths,
-                actions outside the given bounds, unknown task ids, or an empty dataset.
+            ValueError: naming the field for wrong shapes or dtypes, NaN or inf, flags that are
+                not booleans (or 0/1), disagreeing lengths, actions outside the given bounds,
+                unknown task ids, or an empty dataset.
         """
-        obs = _as_float_array("observations", observations, 2)
-        act = _as_float_array("actions", actions, 2)
-        rew = _as_float_array("rewards", rewards, 1)
-        term = np.asarray(terminals).reshape(-1).astype(bool)
-        tout = np.asarray(timeouts).reshape(-1).astype(bool)
-        lengths = {
-            "observations": len(obs),
-            "actions": len(act),
-            "rewards": len(rew),
-            "terminals": len(term),
-            "timeouts": len(tout),
-        }
-        if task_ids is not None:
-            lengths["task_ids"] = len(task_ids)
-        if images is not None:
-            lengths["images"] = len(images)
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"array lengths disagree: {lengths}")
-        if len(obs) == 0:
-            raise ValueError("empty dataset: observations has no steps")
-        lo, hi = act.min(axis=0).astype(np.float64), act.max(axis=0).astype(np.float64)
+        where = Where()
+        obs = as_float("observations", observations, 2, where)
+        act = as_float("actions", actions, 2, where)
+        rew = as_float("rewards", rewards, 1, where)
+        term = as_flags("terminals", terminals, where)
+        tout = as_flags("timeouts", timeouts, where)
+        if task_ids is None:
+            ids = np.zeros(len(obs), np.int32)
+        else:
+            ids = numeric("task_ids", task_ids, where).reshape(-1)
+            if not np.issubdtype(ids.dtype, np.integer):
+                whole = np.isfinite(ids) & (ids == np.round(ids))
+                if not whole.all():
+                    i = int(np.argmin(whole))
+                    raise where.fail("task_ids", f"must be integers, got {ids[i]!r} at index {i}")
+            ids = ids.astype(np.int64)
+        if len(act) and len(act) == len(obs):
+            lo, hi = act.min(axis=0).astype(np.float64), act.max(axis=0).astype(np.float64)
+        else:  # validate_arrays names the disagreeing lengths
+            lo, hi = np.zeros(act.shape[1:]), np.ones(act.shape[1:])
         flat = hi <= lo
         if (action_low is None or action_high is None) and flat.any():
             log.warning(
@@ -199,28 +198,36 @@ class OfflineDataset:
                 np.flatnonzero(flat).tolist(),
             )
             lo, hi = np.where(flat, lo - 0.5, lo), np.where(flat, hi + 0.5, hi)
-        low = lo if action_low is None else np.asarray(action_low, dtype=np.float64).reshape(-1)
-        high = hi if action_high is None else np.asarray(action_high, dtype=np.float64).reshape(-1)
-        if low.shape != (act.shape[1],) or high.shape != (act.shape[1],):
-            raise ValueError(
-                f"action_low/action_high must have shape ({act.shape[1]},), "
-                f"got {low.shape} and {high.shape}"
+        low = lo if action_low is None else numeric("action_low", action_low, where)
+        high = hi if action_high is None else numeric("action_high", action_high, where)
+        low = np.asarray(low, np.float64).reshape(-1)
+        high = np.asarray(high, np.float64).reshape(-1)
+        names = [str(t) for t in tasks] if tasks is not None else ["task"]
+        if images is not None:
+            images = np.asarray(images)
+        both = term & tout
+        if both.any():
+            log.warning(
+                "%d step(s) are both terminal and timeout (first: %d); a true terminal wins",
+                int(both.sum()),
+                int(np.argmax(both)),
             )
-        # Raises with the offending step and dimension if an action is out of bounds.
-        ActionDiscretizer(low, high, 2).to_bins(act)
-        names = list(tasks) if tasks is not None else ["task"]
-        ids = np.zeros(len(obs), np.int32) if task_ids is None else np.asarray(task_ids)
-        if ids.min() < 0 or ids.max() >= len(names):
-            step = int(np.argmax((ids < 0) | (ids >= len(names))))
-            raise ValueError(
-                f"task_ids[{step}] = {ids[step]} names no task: there are {len(names)} ({names})"
-            )
-        if instructions is not None and len(instructions) != len(names):
-            raise ValueError(f"{len(instructions)} instructions for {len(names)} tasks")
-        if images is not None and (images.dtype != np.uint8 or images.ndim != 4):
-            raise ValueError(
-                f"images must be uint8 (T, H, W, C), got {images.dtype} {images.shape}"
-            )
+        validate_arrays(
+            {
+                "observations": obs,
+                "actions": act,
+                "rewards": rew,
+                "terminals": term,
+                "timeouts": tout,
+                "task_ids": ids,
+                "images": images,
+            },
+            low,
+            high,
+            names,
+            names if instructions is None else list(instructions),
+            where,
+        )
         return cls(
             obs,
             act,
@@ -328,19 +335,33 @@ class OfflineDataset:
 
         episodes, meta = read_minari(source)
         stored = meta.pop(EMBEDDINGS_KEY, None)
-        data = cls.from_episodes(episodes, meta["action_low"], meta["action_high"], meta)
-        if stored is not None:
-            data.set_instruction_embeddings(*decode_embeddings(stored, data.instructions))
+        try:
+            data = cls.from_episodes(episodes, meta["action_low"], meta["action_high"], meta)
+            if stored is not None:
+                data.set_instruction_embeddings(*decode_embeddings(stored, data.instructions))
+        except DatasetError as e:
+            raise DatasetError(f"{source}: {e}") from None
         return data
 
     @classmethod
     def open(cls, source: str | Path, mmap: bool = True) -> OfflineDataset:
-        """Open a ``.npz`` file, a folder written by :meth:`save`, or a Minari dataset."""
-        path = Path(source)
+        """Open a ``.npz`` file, a folder written by :meth:`save`, or a Minari dataset.
+
+        Every source is validated on open (:mod:`qtransformer.data.validation`).
+
+        Raises:
+            FileNotFoundError: naming the path when there is nothing there.
+            ValueError: naming the file and the field for corrupt or invalid data.
+        """
+        path = Path(source).expanduser()
         if path.suffix == ".npz":
             return cls.load_npz(path)
         if (path / STORE_META).exists():
             return cls.load(path, mmap=mmap)
+        if path.is_dir() and any(path.glob("*.npy")):
+            raise FileNotFoundError(
+                f"{path} has .npy arrays but no {STORE_META}: not a complete saved dataset"
+            )
         return cls.from_minari(source)
 
     def save(self, path: str | Path) -> None:
@@ -369,50 +390,104 @@ class OfflineDataset:
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> OfflineDataset:
-        """Open a folder written by :meth:`save`; with ``mmap`` the arrays stay on disk."""
+        """Open a folder written by :meth:`save`, validated; with ``mmap`` the arrays stay
+        on disk (and are checked in chunks)."""
         path = Path(path)
-        meta = json.loads((path / STORE_META).read_text())
-        if meta.get("format") != STORE_FORMAT:
-            raise ValueError(f"{path / STORE_META} has format {meta.get('format')!r}")
-        arrays = {
-            name: np.load(path / f"{name}.npy", mmap_mode="r" if mmap else None)
-            for name in STORE_ARRAYS
-            if (path / f"{name}.npy").exists()
-        }
-        data = cls(
-            arrays["observations"],
-            arrays["actions"],
-            arrays["rewards"],
-            arrays["terminals"],
-            arrays["timeouts"],
+        meta_file = path / STORE_META
+        meta = read_json(meta_file)
+        if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise DatasetError(f"{meta_file} has format {found!r}, expected {STORE_FORMAT!r}")
+        for key in ("action_low", "action_high", "tasks", "instructions"):
+            if key not in meta:
+                raise DatasetError(f"{meta_file} lacks the field {key!r}")
+        arrays: dict[str, Any] = {}
+        for name in STORE_ARRAYS:
+            f = path / f"{name}.npy"
+            if not f.exists():
+                if name in ("observations", "actions", "rewards", "terminals", "timeouts"):
+                    raise FileNotFoundError(f"{f} is missing: {path} is not a complete dataset")
+                continue
+            try:
+                arrays[name] = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise DatasetError(f"{f}: not a readable .npy array ({e})") from None
+        if "task_ids" not in arrays:
+            arrays["task_ids"] = np.zeros(len(arrays["observations"]), np.int32)
+        where = Where(path, folder=True)
+        validate_arrays(
+            arrays,
             np.asarray(meta["action_low"]),
             np.asarray(meta["action_high"]),
-            arrays.get("task_ids"),
             meta["tasks"],
             meta["instructions"],
-            arrays.get("images"),
-            meta["metadata"],
-            arrays.get("final_observations"),
-            arrays.get("final_images"),
-            arrays.get("instruction_embeddings"),
-            meta.get("instruction_embedding_model"),
+            where,
         )
+        try:
+            data = cls(
+                arrays["observations"],
+                arrays["actions"],
+                arrays["rewards"],
+                arrays["terminals"],
+                arrays["timeouts"],
+                np.asarray(meta["action_low"], np.float64),
+                np.asarray(meta["action_high"], np.float64),
+                arrays["task_ids"],
+                meta["tasks"],
+                meta["instructions"],
+                arrays.get("images"),
+                meta.get("metadata") or {},
+                arrays.get("final_observations"),
+                arrays.get("final_images"),
+                arrays.get("instruction_embeddings"),
+                meta.get("instruction_embedding_model"),
+            )
+        except DatasetError as e:
+            raise DatasetError(f"{path}: {e}") from None
         return data
 
     @classmethod
     def load_npz(cls, path: str | Path) -> OfflineDataset:
-        """Read a ``.npz`` of flat arrays with the names of :meth:`from_arrays`."""
-        with np.load(path) as f:
-            missing = {"observations", "actions", "rewards", "terminals", "timeouts"} - set(f)
-            if missing:
-                raise ValueError(f"{path} lacks arrays {sorted(missing)}")
-            kw: dict[str, Any] = {k: f[k] for k in f.files}
+        """Read a ``.npz`` of flat arrays with the names of :meth:`from_arrays`.
+
+        D4RL files load as they are: their other arrays (``next_observations``,
+        ``infos/...``, ``metadata/...``) are not used, and a log line says which were left.
+
+        Raises:
+            FileNotFoundError: naming the file.
+            ValueError: naming the file for a file that is not a readable ``.npz``, missing
+                arrays, or any invalid field.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such .npz file")
+        if not zipfile.is_zipfile(path):
+            raise DatasetError(f"{path}: not a readable .npz (not a zip archive of arrays)")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                names = set(f.files)
+                missing = set(NPZ_REQUIRED) - names
+                if missing:
+                    raise DatasetError(
+                        f"{path} lacks arrays {sorted(missing)} (has {sorted(names)})"
+                    )
+                kw: dict[str, Any] = {k: f[k] for k in sorted(names & set(NPZ_FIELDS))}
+        except DatasetError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            raise DatasetError(f"{path}: not a readable .npz of numeric arrays ({e})") from None
+        ignored = sorted(names - set(NPZ_FIELDS))
+        if ignored:
+            log.info("%s: arrays not used: %s", path, ", ".join(ignored))
         for key in ("tasks", "instructions"):
             if key in kw:
-                kw[key] = [str(x) for x in kw[key]]
+                kw[key] = [str(x) for x in np.atleast_1d(kw[key])]
         if "instruction_embedding_model" in kw:
             kw["instruction_embedding_model"] = str(kw["instruction_embedding_model"])
-        return cls.from_arrays(**kw)
+        try:
+            return cls.from_arrays(**kw)
+        except DatasetError as e:
+            raise DatasetError(f"{path}: {e}") from None
 
     def save_npz(self, path: str | Path) -> None:
         """Write the arrays to ``path`` atomically (a temporary file, then a rename).
@@ -442,6 +517,23 @@ class OfflineDataset:
             **optional,
         )
         tmp.replace(path)
+
+    def fingerprint(self) -> str:
+        """BLAKE2b digest of everything training reads: the arrays (streamed in chunks, so a
+        memory-mapped dataset is not loaded whole), action bounds, tasks and instructions.
+        Checkpoints keep it, so ``--resume`` on other data of the same size is refused."""
+        h = hashlib.blake2b(digest_size=20)
+        for name in STORE_ARRAYS[:7]:  # the per-step arrays
+            a = getattr(self, name)
+            if a is None:
+                continue
+            h.update(f"{name}{a.dtype}{a.shape}".encode())
+            for start in range(0, len(a), CHUNK):
+                h.update(np.ascontiguousarray(a[start : start + CHUNK]).data)
+        h.update(np.asarray(self.action_low, np.float64).tobytes())
+        h.update(np.asarray(self.action_high, np.float64).tobytes())
+        h.update(json.dumps([self.tasks, self.instructions]).encode())
+        return h.hexdigest()
 
     def __len__(self) -> int:
         return int(self.observations.shape[0])

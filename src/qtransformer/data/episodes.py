@@ -21,7 +21,8 @@ class Episode:
         actions: ``(T, dA)`` continuous actions.
         rewards: ``(T,)``.
         terminated: The episode ended in a true terminal (success or failure): no bootstrap.
-        truncated: The episode ended at the time limit: bootstrap.
+        truncated: The episode ended at the time limit: bootstrap. When both are set, as
+            Gymnasium allows, the true terminal wins (as it does in flat arrays).
         task: Task name, e.g. ``"push-v3"``.
         instruction: The task's instruction in English.
         images: Optional camera frames ``(T + 1, H, W, 3)`` uint8, right way up.
@@ -97,10 +98,6 @@ def validate_episode(
                 f"{where}: actions[{step}, {dim}] = {ep.actions[step, dim]} outside the bounds "
                 f"[{action_low[dim]}, {action_high[dim]}]"
             )
-    if ep.terminated and ep.truncated:
-        raise DatasetError(
-            f"{where}: both terminated and truncated; a true terminal wins, pick one"
-        )
 
 
 def validate_episodes(

@@ -271,6 +271,17 @@ def read_minari(source: str | Path) -> tuple[list[Episode], dict[str, Any]]:
         the action space, and any cached instruction embeddings under
         :data:`EMBEDDINGS_KEY` as :func:`decode_embeddings` reads them).
     """
+    try:
+        return _read(source)
+    except (DatasetError, FileNotFoundError):
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as e:  # h5py, JSON, missing fields
+        raise DatasetError(
+            f"{source}: not a readable Minari dataset ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _read(source: str | Path) -> tuple[list[Episode], dict[str, Any]]:
     ds = _open(source)
     meta = dict(ds.storage.metadata)
     ours = dict(meta.get(META_KEY, {}))
@@ -287,7 +298,7 @@ def read_minari(source: str | Path) -> tuple[list[Episode], dict[str, Any]]:
         where = f"episode {ep.id}"
         state, image = _split_observations(ep.observations, where)
         term = np.asarray(ep.terminations, bool)
-        trunc = np.asarray(ep.truncations, bool)
+        # Gymnasium allows both flags at once; a true terminal wins (no bootstrap).
         terminated = bool(term[-1]) if len(term) else False
         task = str(ep_meta.get("task", default_task))
         episodes.append(
@@ -306,6 +317,4 @@ def read_minari(source: str | Path) -> tuple[list[Episode], dict[str, Any]]:
                 kind=str(ep_meta.get("kind", "")),
             )
         )
-        if len(trunc) and trunc[-1] and terminated:
-            raise DatasetError(f"{where}: both terminated and truncated at its last step")
     return episodes, ours
