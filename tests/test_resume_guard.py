@@ -190,3 +190,40 @@ def test_resume_after_a_kill_mid_swap_continues_from_the_previous_checkpoint(run
     agent = qt.train(data, qt.TrainConfig(**{**CFG.__dict__, "steps": 9}), out_dir=out, resume=True)
     assert np.isfinite(agent.act(data.observations[:2])).all()
     assert int(torch.load(ckpt / "trainer_state.pt", weights_only=True)["step"]) == 9
+
+
+def test_collect_without_overwrite_after_a_replacement_killed_mid_swap_keeps_the_dataset(
+    tmp_path, caplog
+) -> None:
+    # An --overwrite collect killed between moving the old dataset aside and moving the new
+    # one in: the next collect (without --overwrite) must find the old one, not replace it.
+    collect = ["collect", "--tasks", "reach-v3", "--demos", "2", "--max-steps", "40"]
+    args = [*collect, "--workers", "1", "--out", str(tmp_path), "--name", "toy-v0"]
+    main(args)
+    before = qt.OfflineDataset.open(tmp_path / "toy-v0").observations.copy()
+    dead = 2**22 + 12345
+    (tmp_path / "toy-v0").rename(tmp_path / f".toy-v0.old-{dead}-deadbeef")
+    with pytest.raises(SystemExit):
+        main([*args, "--seed", "5"])
+    assert "exists: pass --overwrite" in caplog.text
+    np.testing.assert_array_equal(qt.OfflineDataset.open(tmp_path / "toy-v0").observations, before)
+
+
+def test_collect_refuses_a_name_that_is_not_a_minari_id_before_collecting(tmp_path, caplog):
+    with pytest.raises(SystemExit):
+        main(["collect", "--demos", "1", "--out", str(tmp_path), "--name", "ds"])
+    assert "--name 'ds': a Minari dataset id" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_config_write_leaves_nothing_after_the_next_run(run) -> None:
+    out, data = run
+    dead = 2**22 + 12345
+    (out / f".train_config.json.tmp-{dead}-deadbeef").write_text("{")
+    qt.train(data, qt.TrainConfig(**{**CFG.__dict__, "steps": 9}), out_dir=out, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".lock",
+        "agent",
+        "checkpoint",
+        "train_config.json",
+    ]

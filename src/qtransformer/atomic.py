@@ -52,7 +52,10 @@ def recover(path: str | Path) -> None:
             olds[-1].rename(path)
             stale.remove(olds[-1])
     for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def write_dir_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -84,8 +87,10 @@ def write_dir_atomically(path: str | Path, write: Callable[[Path], None]) -> Non
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write a small file through a temporary one in the same folder, then rename it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write a small file through a temporary one in the same folder, then rename it (and
+    remove the temporary files of writers of it that were killed)."""
+    recover(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.write_text(text)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())

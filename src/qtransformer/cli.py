@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,11 +132,15 @@ class DemoArgs:
 
 
 def run_train(args: TrainArgs) -> None:
+    from qtransformer.atomic import recover
     from qtransformer.data.dataset import OfflineDataset
     from qtransformer.trainer import RUN_FILES, dataset_summary, train
 
-    # Resolved once here, and checked before any work starts.
+    # Resolved once here, and checked before any work starts (after tidying what a killed
+    # run left, so that a checkpoint moved aside mid-write counts as the run it is).
     args.out = args.out.expanduser().resolve()
+    recover(args.out / "checkpoint")
+    recover(args.out / "agent")
     earlier = [name for name in RUN_FILES if (args.out / name).exists()]
     if earlier and not (args.resume or args.overwrite):
         raise CliError(
@@ -163,7 +168,7 @@ def run_train(args: TrainArgs) -> None:
 
 def run_collect(args: CollectArgs) -> None:
     from qtransformer import collection as mw
-    from qtransformer.atomic import locked
+    from qtransformer.atomic import locked, recover
     from qtransformer.envs import metaworld as menv
 
     tasks = menv.resolve_tasks(args.tasks)
@@ -180,16 +185,22 @@ def run_collect(args: CollectArgs) -> None:
     # Minari ids allow letters, digits, '-' and '_': tasks are joined by '_'.
     label = "_".join(tasks) if len(tasks) <= 3 else args.tasks.split(",")[0].lower()
     name = args.name or f"metaworld-{args.preset or 'custom'}-{label}-v0"
+    if not re.fullmatch(r"[A-Za-z0-9_-]+-v\d+", name):
+        raise CliError(
+            f"--name {name!r}: a Minari dataset id is letters, digits, '-' and '_' ending in a "
+            "version, e.g. my-data-v0"
+        )
     # Resolved once here: the dataset is built under a temporary folder, and relative paths
     # would be read against it.
     args.out = args.out.expanduser().resolve()
-    if (args.out / name).exists() and not args.overwrite:
-        raise CliError(
-            f"{args.out / name} exists: pass --overwrite to replace it, or --name to keep both "
-            "(nothing was collected)"
-        )
     # One collection per dataset name at a time; the OS releases the lock if it is killed.
     with locked(args.out / f".{name}.lock", f"{args.out / name} (a collection)"):
+        recover(args.out / name)  # a replacement killed mid-swap: the old dataset comes back
+        if (args.out / name).exists() and not args.overwrite:
+            raise CliError(
+                f"{args.out / name} exists: pass --overwrite to replace it, or --name to keep "
+                "both (nothing was collected)"
+            )
         collect_into(args, recipe, tasks, name)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from qtransformer.atomic import write_dir_atomically
+from qtransformer.atomic import recover, write_dir_atomically
 from qtransformer.data.episodes import DatasetError, Episode, validate_episodes
 
 META_KEY = "qtransformer"
@@ -143,6 +143,7 @@ def write_minari(
     if "/" in dataset_id:
         raise ValueError(f"dataset_id {dataset_id!r} must not contain '/' (no namespace)")
     final = root / dataset_id
+    recover(final)  # a replacement killed mid-swap: the old dataset comes back first
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} exists; pass overwrite=True to replace it")
     low, high = np.asarray(action_low, np.float64), np.asarray(action_high, np.float64)
