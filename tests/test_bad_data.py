@@ -198,3 +198,11 @@ def test_dataset_json_of_another_kind_is_named(saved) -> None:
     (saved / "dataset.json").write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match=r"dataset\.json has format 'list'"):
         qt.OfflineDataset.open(saved)
+
+
+def test_npz_with_a_misspelt_array_is_refused_naming_it(tiny_arrays, tmp_path) -> None:
+    path = tmp_path / "data.npz"
+    T = len(tiny_arrays["rewards"])
+    np.savez(path, **tiny_arrays, task_id=np.zeros(T, np.int64))
+    with pytest.raises(ValueError, match=r"data\.npz: unknown arrays \['task_id'\]"):
+        qt.OfflineDataset.open(path)

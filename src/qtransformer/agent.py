@@ -38,16 +38,18 @@ def resolve_task_ids(task: TaskArg, tasks: Sequence[str], batch: int) -> np.ndar
     """
     if task is None:
         raise ValueError(f"this policy was trained on tasks {list(tasks)}: pass task=")
-    if isinstance(task, (str, int, float, np.integer, np.floating)):
-        items = [task] * batch
+    one = isinstance(task, (str, int, float, np.integer, np.floating))
+    items: list[Any]
+    if one:
+        items = [task]  # checked once, even for an empty batch, then repeated
     else:
         try:
-            items = list(task)
+            items = list(task)  # type: ignore[arg-type]
         except TypeError:
             raise ValueError(
                 f"task must be a task name or id, or one per row, got {type(task).__name__}"
             ) from None
-    if len(items) != batch:
+    if not one and len(items) != batch:
         raise ValueError(f"got {len(items)} tasks for a batch of {batch}")
     ids = []
     for t in items:
@@ -64,11 +66,21 @@ def resolve_task_ids(task: TaskArg, tasks: Sequence[str], batch: int) -> np.ndar
             raise ValueError(f"task id {t} out of range for {len(tasks)} tasks")
         else:
             ids.append(int(t))
-    return np.asarray(ids, np.int64)
+    return np.asarray(ids * batch if one else ids, np.int64)
 
 
 def _instruction_list(instruction: str | Sequence[str], batch: int) -> list[str]:
-    texts = [instruction] * batch if isinstance(instruction, str) else list(instruction)
+    if isinstance(instruction, str):
+        texts = [instruction] * batch
+        if batch == 0:
+            return [instruction][:0]
+    elif isinstance(instruction, (list, tuple)) and all(isinstance(t, str) for t in instruction):
+        texts = list(instruction)
+    else:
+        raise ValueError(
+            f"instruction must be a string, or a list of strings (one per row), got "
+            f"{type(instruction).__name__}"
+        )
     if len(texts) != batch:
         raise ValueError(f"got {len(texts)} instructions for a batch of {batch}")
     return texts
@@ -157,15 +169,16 @@ class Agent:
             raw = np.asarray(observations)
         except ValueError as e:  # a ragged list
             raise ValueError(f"observations must be a rectangular array of numbers ({e})") from None
-        if raw.dtype == object or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
+        numeric = np.issubdtype(raw.dtype, np.number) or raw.dtype == bool
+        if not numeric or raw.dtype.kind in "cmMO":  # complex, times and objects are no state
             raise ValueError(
                 f"observations must be numeric ('state' vectors), got dtype {raw.dtype}"
             )
         # A copy: memory-mapped rows are read-only.
         obs = torch.as_tensor(np.array(raw, dtype=np.float32), device=self.device)
         w, d = self.config.window, self.config.obs_dim
-        bad = ~torch.isfinite(obs.reshape(obs.shape[0], -1)).all(dim=1) if obs.dim() else None
-        if bad is not None and bool(bad.any()):
+        bad = ~torch.isfinite(obs)
+        if obs.dim() and bool(bad.any()):
             row = int(bad.nonzero()[0, 0])
             raise ValueError(f"observations contain NaN or inf at row {row} ('state' vectors)")
         if obs.dim() == 2 and obs.shape[1] == d:
@@ -255,9 +268,9 @@ class Agent:
             if task is not None:
                 resolve_task_ids(task, self.tasks, batch)
             if instruction is not None:
-                unknown = sorted(
-                    set(_instruction_list(instruction, batch)) - set(self.instructions)
-                )
+                texts = _instruction_list(instruction, batch)
+                given = [instruction] if isinstance(instruction, str) else texts
+                unknown = sorted(set(given) - set(self.instructions))
                 if unknown:
                     raise ValueError(
                         f"unknown instructions {unknown}: this agent was trained on one task, "
@@ -270,7 +283,8 @@ class Agent:
         texts = _instruction_list(instruction, batch)
         if self.reads_instructions:
             return torch.from_numpy(self.embed_instructions(texts)).to(self.device)
-        unknown = sorted(set(texts) - set(self.instructions))
+        given = [instruction] if isinstance(instruction, str) else texts  # also for no rows
+        unknown = sorted(set(given) - set(self.instructions))
         if unknown:
             raise ValueError(
                 f"unknown instructions {unknown}: this agent conditions on one-hot task codes "
@@ -334,7 +348,13 @@ class Agent:
                 "this agent was trained by behaviour cloning (loss='bc'): its outputs are bin "
                 "logits, not Q-values"
             )
-        b = torch.as_tensor(np.asarray(bins), dtype=torch.long, device=self.device)
+        try:
+            raw = np.asarray(bins)
+        except ValueError as e:  # a ragged list
+            raise ValueError(f"bins must be a rectangular array of integers ({e})") from None
+        if raw.dtype == bool or not np.issubdtype(raw.dtype, np.integer):
+            raise ValueError(f"bins must be integers, got dtype {raw.dtype}")
+        b = torch.as_tensor(raw.astype(np.int64), device=self.device)
         if b.dim() != 2 or b.shape[1] != self.config.action_dim:
             raise ValueError(
                 f"bins must have shape (B, {self.config.action_dim}), got {tuple(b.shape)}"
@@ -342,6 +362,8 @@ class Agent:
         if b.numel() and (b.min() < 0 or b.max() >= self.config.n_bins):
             raise ValueError(f"bins must lie in [0, {self.config.n_bins - 1}]")
         obs, images, B = self._inputs(observations)
+        if b.shape[0] != B:
+            raise ValueError(f"bins has {b.shape[0]} rows for {B} observations")
         cond = self._condition(task, instruction, B)
         q = self.model(obs, b, cond, images).amin(dim=1)  # (B, dA, N)
         return q.cpu().numpy() * self.q_max

@@ -14,7 +14,16 @@ import numpy as np
 
 from qtransformer.atomic import read_json, write_dir_atomically
 from qtransformer.data.episodes import DatasetError, Episode, validate_episodes
-from qtransformer.data.validation import CHUNK, Where, as_flags, as_float, numeric, validate_arrays
+from qtransformer.data.validation import (
+    CHUNK,
+    Where,
+    as_flags,
+    as_float,
+    bounds,
+    names,
+    numeric,
+    validate_arrays,
+)
 from qtransformer.returns import (
     Episodes,
     find_episodes,
@@ -39,6 +48,9 @@ NPZ_FIELDS = (
     "instruction_embedding_model",
 )
 """Arrays a ``.npz`` may hold (the arguments of :meth:`OfflineDataset.from_arrays`)."""
+D4RL_EXTRAS = ("next_observations", "infos/", "metadata/")
+"""Arrays of D4RL files we do not use: loading says they were left, anything else unknown
+is an error."""
 STORE_ARRAYS = (
     "observations",
     "actions",
@@ -202,16 +214,10 @@ class OfflineDataset:
         high = hi if action_high is None else numeric("action_high", action_high, where)
         low = np.asarray(low, np.float64).reshape(-1)
         high = np.asarray(high, np.float64).reshape(-1)
-        names = [str(t) for t in tasks] if tasks is not None else ["task"]
+        task_names = ["task"] if tasks is None else names("tasks", tasks, where)
+        texts = task_names if instructions is None else names("instructions", instructions, where)
         if images is not None:
-            images = np.asarray(images)
-        both = term & tout
-        if both.any():
-            log.warning(
-                "%d step(s) are both terminal and timeout (first: %d); a true terminal wins",
-                int(both.sum()),
-                int(np.argmax(both)),
-            )
+            images = numeric("images", images, where)
         validate_arrays(
             {
                 "observations": obs,
@@ -224,10 +230,17 @@ class OfflineDataset:
             },
             low,
             high,
-            names,
-            names if instructions is None else list(instructions),
+            task_names,
+            texts,
             where,
         )
+        both = term & tout
+        if both.any():
+            log.warning(
+                "%d step(s) are both terminal and timeout (first: %d); a true terminal wins",
+                int(both.sum()),
+                int(np.argmax(both)),
+            )
         return cls(
             obs,
             act,
@@ -237,8 +250,8 @@ class OfflineDataset:
             low,
             high,
             ids.astype(np.int32),
-            names,
-            instructions,
+            task_names,
+            texts,
             images,
             metadata,
             instruction_embeddings=instruction_embeddings,
@@ -401,6 +414,15 @@ class OfflineDataset:
         for key in ("action_low", "action_high", "tasks", "instructions"):
             if key not in meta:
                 raise DatasetError(f"{meta_file} lacks the field {key!r}")
+        in_meta = Where(meta_file)
+        task_names = names("tasks", meta["tasks"], in_meta)
+        texts = names("instructions", meta["instructions"], in_meta)
+        metadata = meta.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise in_meta.fail("metadata", f"must be an object, got {type(metadata).__name__}")
+        model = meta.get("instruction_embedding_model")
+        if model is not None and not isinstance(model, str):
+            raise in_meta.fail("instruction_embedding_model", f"must be a string, got {model!r}")
         arrays: dict[str, Any] = {}
         for name in STORE_ARRAYS:
             f = path / f"{name}.npy"
@@ -415,14 +437,11 @@ class OfflineDataset:
         if "task_ids" not in arrays:
             arrays["task_ids"] = np.zeros(len(arrays["observations"]), np.int32)
         where = Where(path, folder=True)
-        validate_arrays(
-            arrays,
-            np.asarray(meta["action_low"]),
-            np.asarray(meta["action_high"]),
-            meta["tasks"],
-            meta["instructions"],
-            where,
-        )
+        actions = arrays["actions"]
+        if actions.ndim != 2:
+            raise where.fail("actions", f"must have 2 dimension(s), got shape {actions.shape}")
+        low, high = bounds(meta["action_low"], meta["action_high"], actions.shape[1], in_meta)
+        validate_arrays(arrays, low, high, task_names, texts, where)
         try:
             data = cls(
                 arrays["observations"],
@@ -430,17 +449,17 @@ class OfflineDataset:
                 arrays["rewards"],
                 arrays["terminals"],
                 arrays["timeouts"],
-                np.asarray(meta["action_low"], np.float64),
-                np.asarray(meta["action_high"], np.float64),
+                low,
+                high,
                 arrays["task_ids"],
-                meta["tasks"],
-                meta["instructions"],
+                task_names,
+                texts,
                 arrays.get("images"),
-                meta.get("metadata") or {},
+                metadata,
                 arrays.get("final_observations"),
                 arrays.get("final_images"),
                 arrays.get("instruction_embeddings"),
-                meta.get("instruction_embedding_model"),
+                model,
             )
         except DatasetError as e:
             raise DatasetError(f"{path}: {e}") from None
@@ -451,7 +470,8 @@ class OfflineDataset:
         """Read a ``.npz`` of flat arrays with the names of :meth:`from_arrays`.
 
         D4RL files load as they are: their other arrays (``next_observations``,
-        ``infos/...``, ``metadata/...``) are not used, and a log line says which were left.
+        ``infos/...``, ``metadata/...``) are not used, and a log line says which were left;
+        any other name is an error (a misspelt ``task_id`` would otherwise be dropped).
 
         Raises:
             FileNotFoundError: naming the file.
@@ -474,9 +494,17 @@ class OfflineDataset:
                 kw: dict[str, Any] = {k: f[k] for k in sorted(names & set(NPZ_FIELDS))}
         except DatasetError:
             raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-            raise DatasetError(f"{path}: not a readable .npz of numeric arrays ({e})") from None
+        except Exception as e:  # zipfile, zlib and numpy raise many kinds for a damaged file
+            raise DatasetError(
+                f"{path}: not a readable .npz of numeric arrays ({type(e).__name__}: {e})"
+            ) from None
         ignored = sorted(names - set(NPZ_FIELDS))
+        unknown = [k for k in ignored if not k.startswith(D4RL_EXTRAS)]
+        if unknown:  # a misspelt name would otherwise drop its array without a word
+            raise DatasetError(
+                f"{path}: unknown arrays {unknown}; an .npz holds {list(NPZ_FIELDS)}, and "
+                f"D4RL's {list(D4RL_EXTRAS)}..., which are not used"
+            )
         if ignored:
             log.info("%s: arrays not used: %s", path, ", ".join(ignored))
         for key in ("tasks", "instructions"):

@@ -45,11 +45,36 @@ def numeric(name: str, x: object, where: Where) -> np.ndarray:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested lists
         raise where.fail(name, f"is not a rectangular array ({e})") from None
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+    if a.dtype.kind not in "biuf":  # booleans, integers, floats; not complex, times, text
         raise where.fail(name, f"must be numeric, got dtype {a.dtype}")
-    if np.issubdtype(a.dtype, np.complexfloating):
-        raise where.fail(name, f"must be real, got dtype {a.dtype}")
     return a
+
+
+def names(name: str, x: object, where: Where) -> list[str]:
+    """A list of distinct strings (task names or instructions); a bare string is refused, as
+    it would be read letter by letter."""
+    if isinstance(x, str) or not isinstance(x, (list, tuple, np.ndarray)):
+        raise where.fail(name, f"must be a list of strings, got {type(x).__name__} {x!r:.40}")
+    items = list(x)
+    bad = [t for t in items if not isinstance(t, (str, np.str_))]
+    if bad:
+        raise where.fail(
+            name, f"must be a list of strings, got {bad[0]!r} ({type(bad[0]).__name__})"
+        )
+    return [str(t) for t in items]
+
+
+def bounds(
+    low: object, high: object, action_dim: int, where: Where, field: str = "action_low/action_high"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Finite ``(action_dim,)`` float64 bounds with ``low < high``."""
+    lo = numeric("action_low", low, where).astype(np.float64).reshape(-1)
+    hi = numeric("action_high", high, where).astype(np.float64).reshape(-1)
+    if lo.shape != (action_dim,) or hi.shape != (action_dim,):
+        raise where.fail(field, f"must have shape ({action_dim},), got {lo.shape} and {hi.shape}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo < hi)):
+        raise where.fail(field, f"must be finite with low < high, got {lo} and {hi}")
+    return lo, hi
 
 
 def first_non_finite(a: np.ndarray) -> tuple[int, ...] | None:
@@ -125,6 +150,12 @@ def validate_arrays(
         a = arrays[name]
         if a.dtype != bool or a.ndim != 1:
             raise where.fail(name, f"must be 1-D booleans, got dtype {a.dtype} shape {a.shape}")
+    for name in ("observations", "actions"):
+        if arrays[name].shape[1] == 0:
+            raise where.fail(name, f"has no columns: shape {arrays[name].shape}")
+    images = arrays.get("images")
+    if images is not None and (images.dtype != np.uint8 or images.ndim != 4):
+        raise where.fail("images", f"must be uint8 (T, H, W, C), got {images.dtype} {images.shape}")
     ids = arrays["task_ids"]
     if not np.issubdtype(ids.dtype, np.integer) or ids.ndim != 1:
         raise where.fail(
@@ -145,17 +176,7 @@ def validate_arrays(
         at = first_non_finite(arrays[name])
         if at is not None:
             raise where.fail(name, f"contains NaN or inf at index {at}")
-    dA = act.shape[1]
-    low = np.asarray(action_low, np.float64).reshape(-1)
-    high = np.asarray(action_high, np.float64).reshape(-1)
-    if low.shape != (dA,) or high.shape != (dA,):
-        raise where.fail(
-            "action_low/action_high", f"must have shape ({dA},), got {low.shape} and {high.shape}"
-        )
-    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
-        raise where.fail(
-            "action_low/action_high", f"must be finite with low < high, got {low} and {high}"
-        )
+    low, high = bounds(action_low, action_high, act.shape[1], where)
     for start in range(0, len(act), CHUNK):
         block = np.asarray(act[start : start + CHUNK])
         out = (block < low) | (block > high)
@@ -166,9 +187,13 @@ def validate_arrays(
                 f"[{start + step}, {dim}] = {block[step, dim]} is outside the bounds "
                 f"[{low[dim]}, {high[dim]}]",
             )
+    tasks = names("tasks", tasks, where)
+    instructions = names("instructions", instructions, where)
     n = len(tasks)
     if n == 0:
         raise where.fail("tasks", "is empty: give at least one task name")
+    if len(set(tasks)) != n:
+        raise where.fail("tasks", f"has duplicate names: {tasks}")
     if len(instructions) != n:
         raise where.fail("instructions", f"has {len(instructions)} entries for {n} tasks")
     for start in range(0, len(ids), CHUNK):
@@ -180,9 +205,6 @@ def validate_arrays(
                 "task_ids",
                 f"[{start + i}] = {block[i]} names no task: there are {n} ({list(tasks)})",
             )
-    images = arrays.get("images")
-    if images is not None and (images.dtype != np.uint8 or images.ndim != 4):
-        raise where.fail("images", f"must be uint8 (T, H, W, C), got {images.dtype} {images.shape}")
     episodes = int(np.count_nonzero(np.asarray(arrays["terminals"]) | arrays["timeouts"]))
     episodes += int(not (arrays["terminals"][-1] or arrays["timeouts"][-1]))
     final = arrays.get("final_observations")
