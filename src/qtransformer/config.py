@@ -7,7 +7,13 @@ import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from qtransformer.model import ModelConfig, ObservationKind, TaskFeatures
+from qtransformer.model import (
+    IMAGE_ENCODERS,
+    ImageEncoderKind,
+    ModelConfig,
+    ObservationKind,
+    TaskFeatures,
+)
 
 FLOAT32_MAX = 3.4028234663852886e38
 """Largest float32: values are scaled by q_max in float32 on the device."""
@@ -64,6 +70,16 @@ class TrainConfig:
     """Tokens per camera frame."""
     image_channels: tuple[int, ...] = (16, 32, 48, 64)
     """Image encoder widths: the stride-2 stem's, then one stride-2 MBConv block per entry."""
+    image_encoder: ImageEncoderKind = "scratch"
+    """'scratch': the small FiLM-conditioned MBConv encoder trained from random weights;
+    'lite0': ImageNet EfficientNet-Lite0 (the pretrained extra), its first
+    ``image_frozen_blocks`` blocks frozen and cached per frame, the rest fine-tuned with FiLM."""
+    image_frozen_blocks: int = 11
+    """'lite0': blocks run frozen, without FiLM (their output is computed once per frame)."""
+    image_last_block: int = 15
+    """'lite0': last EfficientNet block used (0..15); later blocks and the head are dropped."""
+    image_trunk_lr_scale: float = 0.1
+    """'lite0': learning rate of the fine-tuned pretrained blocks, relative to ``lr``."""
     augment: bool = False
     """Random-shift augmentation of the images during training (replicate pad and crop)."""
     augment_pad: int = 4
@@ -124,6 +140,20 @@ class TrainConfig:
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ValueError(
                 f"grad_clip must be finite and >= 0 (0 disables it), got {self.grad_clip}"
+            )
+        if self.image_encoder not in IMAGE_ENCODERS:
+            raise ValueError(
+                f"image_encoder must be one of {IMAGE_ENCODERS}, got {self.image_encoder!r}"
+            )
+        if not 1 <= self.image_frozen_blocks <= self.image_last_block + 1:
+            raise ValueError(
+                f"image_frozen_blocks must be in [1, image_last_block + 1 = "
+                f"{self.image_last_block + 1}], got {self.image_frozen_blocks}"
+            )
+        if self.image_encoder == "lite0" and self.augment and self.observation != "state":
+            raise ValueError(
+                "augment=True shifts pixels, but image_encoder='lite0' trains from cached "
+                "features of its frozen blocks: set augment=False"
             )
         if self.q_max is not None and not (0 < self.q_max <= FLOAT32_MAX):
             raise ValueError(
@@ -191,6 +221,9 @@ class TrainConfig:
             image_shape=image_shape if self.observation != "state" else None,
             image_tokens=self.image_tokens,
             image_channels=tuple(self.image_channels),
+            image_encoder=self.image_encoder,
+            image_frozen_blocks=self.image_frozen_blocks,
+            image_last_block=self.image_last_block,
         )
 
 
@@ -219,6 +252,7 @@ _AT_LEAST: dict[str, int] = {
     "n_heads": 1,
     "q_heads": 1,
     "image_tokens": 1,
+    "image_last_block": 0,
     "augment_pad": 0,
     "log_every": 1,
     "checkpoint_every": 0,
@@ -226,6 +260,7 @@ _AT_LEAST: dict[str, int] = {
 """Integer fields and their smallest allowed value."""
 _IN_RANGE: dict[str, tuple[float, float]] = {
     "conservative_weight": (0.0, 1e6),
+    "image_trunk_lr_scale": (0.0, 1e3),
     "weight_decay": (0.0, 1e6),
 }
 """Float fields and their allowed closed range."""

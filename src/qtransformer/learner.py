@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from qtransformer.config import TrainConfig
 from qtransformer.data.sampler import Batch
 from qtransformer.encoders import random_shift
+from qtransformer.encoders.pretrained import PretrainedImageEncoder
 from qtransformer.loss import behaviour_cloning_loss, per_dimension_targets, q_transformer_loss
 from qtransformer.model import QTransformer
 
@@ -64,6 +65,8 @@ class Learner:
             task_dim = None if task_features is None else int(task_features.shape[1])
             mcfg = cfg.model_config(obs_dim, action_dim, n_tasks, image_shape, task_dim)
             self.model = QTransformer(mcfg)
+        if isinstance(self.model.image_encoder, PretrainedImageEncoder):
+            self.model.image_encoder.load_pretrained()  # ImageNet weights (pretrained extra)
         if task_features is not None and self.model.task_proj is not None:
             self.model.set_task_features(task_features)
         if obs_mean is not None and obs_std is not None and self.model.encoder is not None:
@@ -75,15 +78,27 @@ class Learner:
         if distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=cfg.lr,
-        )
+        # Fine-tuned pretrained blocks learn at image_trunk_lr_scale times the rate; frozen
+        # ones are not given to the optimizer at all.
+        slow = set()
+        if isinstance(self.model.image_encoder, PretrainedImageEncoder):
+            slow = {id(p) for p in self.model.image_encoder.trunk_parameters()}
+        groups = []
+        for scale, members in ((1.0, False), (cfg.image_trunk_lr_scale, True)):
+            params = [
+                p for p in self.model.parameters() if p.requires_grad and (id(p) in slow) == members
+            ]
+            for decay in (True, False):
+                chosen = [p for p in params if (p.dim() >= 2) == decay]
+                if chosen:
+                    groups.append(
+                        {
+                            "params": chosen,
+                            "weight_decay": cfg.weight_decay if decay else 0.0,
+                            "lr_scale": scale,
+                        }
+                    )
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         self.step = 0
         self.last_loss: torch.Tensor | None = None
         """Loss of the latest update, detached and on the device (reading it syncs)."""
@@ -166,7 +181,7 @@ class Learner:
         )
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         self.optimizer.step()
         self._update_target()
         self.step += 1

@@ -30,9 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from qtransformer.encoders import ImageEncoder, StateEncoder
+from qtransformer.encoders.pretrained import PretrainedImageEncoder
 
 ObservationKind = Literal["state", "image", "both"]
 TaskFeatures = Literal["onehot", "instruction"]
+ImageEncoderKind = Literal["scratch", "lite0"]
+IMAGE_ENCODERS = ("scratch", "lite0")
 OBSERVATION_KINDS = ("state", "image", "both")
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -74,6 +77,12 @@ class ModelConfig:
     """Tokens per camera frame (an adaptive average pool to a near-square grid)."""
     image_channels: tuple[int, ...] = (16, 32, 48, 64)
     """Image encoder widths: the stem's, then one stride-2 MBConv block per further entry."""
+    image_encoder: ImageEncoderKind = "scratch"
+    """'scratch' (:class:`ImageEncoder`) or 'lite0' (:class:`PretrainedImageEncoder`)."""
+    image_frozen_blocks: int = 11
+    """'lite0': blocks run frozen and unmodulated (cacheable)."""
+    image_last_block: int = 15
+    """'lite0': last EfficientNet block used."""
 
     def __post_init__(self) -> None:
         # JSON gives lists back; the config is frozen and compared, so store tuples.
@@ -199,8 +208,20 @@ class QTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.q_heads * cfg.n_bins)
         # Built last, so a state-only network draws the same initial weights as ever.
-        self.image_encoder: ImageEncoder | None = None
-        if cfg.uses_images:
+        self.image_encoder: ImageEncoder | PretrainedImageEncoder | None = None
+        if cfg.uses_images and cfg.image_encoder == "lite0":
+            assert cfg.image_shape is not None  # checked by ModelConfig
+            # Random weights here; the learner loads ImageNet's before training, and a saved
+            # agent's come from its own file, so acting needs no weights package.
+            self.image_encoder = PretrainedImageEncoder(
+                cfg.image_shape,
+                cfg.d_model,
+                cfg.image_tokens,
+                cfg.task_dim,
+                cfg.image_frozen_blocks,
+                cfg.image_last_block,
+            )
+        elif cfg.uses_images:
             assert cfg.image_shape is not None  # checked by ModelConfig
             self.image_encoder = ImageEncoder(
                 cfg.image_shape, cfg.d_model, cfg.image_tokens, cfg.image_channels, cfg.task_dim

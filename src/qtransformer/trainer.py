@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import OfflineDataset
 from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
+from qtransformer.encoders.pretrained import PretrainedImageEncoder
 from qtransformer.learner import Learner
 
 log = logging.getLogger(__name__)
@@ -320,9 +322,6 @@ def train(
             )
         H, W, C = (int(s) for s in data.images.shape[1:])
         image_shape = (H, W, C)
-    sampler = TransitionSampler(
-        data, discretizer, cfg.gamma, cfg.n_step, cfg.window, images=use_images
-    )
     task_features = None
     if cfg.task_features == "instruction" and cfg.conditioned(len(data.tasks)):
         from qtransformer.language import ensure_instruction_embeddings
@@ -345,6 +344,26 @@ def train(
         distributed=world > 1,
         image_shape=image_shape,
         task_features=task_features,
+    )
+    image_source = None
+    encoder = learner.model.image_encoder
+    if isinstance(encoder, PretrainedImageEncoder) and data.images is not None:
+        t0 = time.perf_counter()
+        image_source = encoder.cache(data.images)
+        log.info(
+            "cached the frozen EfficientNet blocks' features of %d frames in %.0f s (%.1f MB)",
+            len(image_source),
+            time.perf_counter() - t0,
+            image_source.nbytes / 1e6,
+        )
+    sampler = TransitionSampler(
+        data,
+        discretizer,
+        cfg.gamma,
+        cfg.n_step,
+        cfg.window,
+        images=use_images,
+        image_source=image_source,
     )
     agent = agent_of(learner, data)
     generator = torch.Generator().manual_seed(cfg.seed)

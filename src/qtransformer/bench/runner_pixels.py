@@ -27,20 +27,20 @@ log = logging.getLogger(__name__)
 Record = dict[str, Any]
 
 
-def data_path(study: PixelStudy, work: Path) -> Path:
-    return work / f"data-seed{study.seed}"
+def data_path(study: PixelStudy, work: Path, preset: str, seed: int) -> Path:
+    return work / f"data-{preset}-seed{seed}"
 
 
-def dataset(study: PixelStudy, work: Path) -> OfflineDataset:
-    """The study's preset on its tasks with camera frames, collected once."""
+def dataset(study: PixelStudy, work: Path, preset: str, seed: int) -> OfflineDataset:
+    """A preset on the study's tasks with camera frames, collected once per seed."""
     from qtransformer import collection as mw
     from qtransformer.envs import metaworld as menv
     from qtransformer.language import ensure_instruction_embeddings
 
-    path = data_path(study, work)
+    path = data_path(study, work, preset, seed)
     if not (path / "dataset.json").exists():
         recipe = mw.preset_recipe(
-            study.preset,
+            preset,
             list(study.tasks),
             study.episodes_per_task,
             study.max_steps,
@@ -48,7 +48,7 @@ def dataset(study: PixelStudy, work: Path) -> OfflineDataset:
         )
         t0 = time.perf_counter()
         episodes = mw.collect(
-            recipe, seed=study.seed, workers=study.collect_workers, image_size=study.image_size
+            recipe, seed=seed, workers=study.collect_workers, image_size=study.image_size
         )
         seconds = time.perf_counter() - t0
         meta = {
@@ -75,8 +75,10 @@ def successes_only(data: OfflineDataset) -> OfflineDataset:
     return out
 
 
-def evaluate_agent(policy: Any, study: PixelStudy, paraphrased: bool = False) -> dict[str, Record]:
-    """Per task: the evaluation's results (with the paraphrases as instructions if asked)."""
+def evaluate_agent(
+    policy: Any, study: PixelStudy, seed: int, instructions: dict[str, str] | None = None
+) -> dict[str, Record]:
+    """Per task: the evaluation's results (with other wordings of the instructions if given)."""
     from qtransformer.evaluate import evaluate_metaworld
 
     res = evaluate_metaworld(
@@ -84,37 +86,51 @@ def evaluate_agent(policy: Any, study: PixelStudy, paraphrased: bool = False) ->
         list(study.tasks),
         study.eval_episodes,
         num_envs=study.eval_envs,
-        seed=study.eval_seed + study.seed,
+        seed=study.eval_seed + seed,
         max_steps=study.max_steps,
         action_repeat=study.action_repeat,
-        instructions=study.paraphrases if paraphrased else None,
+        instructions=instructions,
     )
     return {task: r.as_dict() for task, r in res.items()}
 
 
-def agent_config(study: PixelStudy, name: str) -> Any:
-    """The training config of one of the study's agents."""
-    return replace(study.config, **{"seed": study.seed, "steps": study.steps, **study.agents[name]})
+def agent_config(study: PixelStudy, name: str, seed: int | None = None) -> Any:
+    """The training config of one of the study's agents (``successes_only`` is not a field)."""
+    change = {k: v for k, v in study.agents[name].items() if k != "successes_only"}
+    seed = study.seeds[0] if seed is None else seed
+    return replace(study.config, **{"seed": seed, "steps": study.steps, **change})
 
 
-def result_path(study: PixelStudy, work: Path, name: str) -> Path:
-    return work / f"{name}-seed{study.seed}" / "result.json"
+def trains_on_successes(study: PixelStudy, name: str) -> bool:
+    return bool(study.agents[name].get("successes_only", False))
 
 
-def run_agent(study: PixelStudy, name: str, data: OfflineDataset, work: Path) -> Record:
+def result_path(study: PixelStudy, work: Path, name: str, preset: str, seed: int) -> Path:
+    return work / f"{name}-{preset}-seed{seed}" / "result.json"
+
+
+def cells(study: PixelStudy) -> list[tuple[str, str, int]]:
+    """Every (agent, preset, seed) of the study, seeds outermost, so that a partial run has
+    every agent and preset of the first seeds."""
+    return [(a, p, s) for s in study.seeds for p in study.presets for a in study.agents]
+
+
+def run_agent(
+    study: PixelStudy, name: str, preset: str, seed: int, data: OfflineDataset, work: Path
+) -> Record:
     """Train one agent with evaluations along the way; saves its record and agent."""
     from qtransformer.atomic import write_dir_atomically
     from qtransformer.policy import AgentPolicy
     from qtransformer.trainer import train
 
-    cfg = agent_config(study, name)
-    train_data = successes_only(data) if cfg.loss == "bc" else data
+    cfg = agent_config(study, name, seed)
+    train_data = successes_only(data) if trains_on_successes(study, name) else data
     curve: list[Record] = []
     timing = {"train_seconds": 0.0, "eval_seconds": 0.0}
 
     def evaluate(agent: Any, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        curve.append({"steps": step, "tasks": evaluate_agent(AgentPolicy(agent), study)})
+        curve.append({"steps": step, "tasks": evaluate_agent(AgentPolicy(agent), study, seed)})
         timing["eval_seconds"] += time.perf_counter() - t0
         return {t: r["success_rate"] for t, r in curve[-1]["tasks"].items()}
 
@@ -123,11 +139,14 @@ def run_agent(study: PixelStudy, name: str, data: OfflineDataset, work: Path) ->
     agent = train(train_data, cfg, evaluate=evaluate, eval_steps=points)
     timing["train_seconds"] = time.perf_counter() - t0 - timing["eval_seconds"]
     t0 = time.perf_counter()
-    paraphrased = evaluate_agent(AgentPolicy(agent), study, paraphrased=True)
+    paraphrased: Record = {}
+    if name in study.paraphrase_agents:
+        paraphrased = evaluate_agent(AgentPolicy(agent), study, seed, study.paraphrases)
     timing["eval_seconds"] += time.perf_counter() - t0
     record = {
         "agent": name,
-        "seed": study.seed,
+        "preset": preset,
+        "seed": seed,
         "config": asdict(cfg),
         "train_episodes": train_data.num_episodes,
         "train_steps_in_data": len(train_data),
@@ -135,34 +154,35 @@ def run_agent(study: PixelStudy, name: str, data: OfflineDataset, work: Path) ->
         "paraphrased": paraphrased,
         **timing,
     }
-    agent.save(work / f"{name}-seed{study.seed}-agent")
+    agent.save(work / f"{name}-{preset}-seed{seed}-agent")
 
     def write(tmp: Path) -> None:
         (tmp / "result.json").write_text(json.dumps(record, default=str))
 
-    write_dir_atomically(result_path(study, work, name).parent, write)
+    write_dir_atomically(result_path(study, work, name, preset, seed).parent, write)
     return record
 
 
 def run_pixels(
     study: PixelStudy, work: Path, threads: int = 2, max_cells: int | None = None
 ) -> list[str]:
-    """Train every agent that has no record yet (at most ``max_cells``), one after the other
-    on ``threads`` threads; returns the names trained now."""
+    """Train every (agent, preset, seed) that has no record yet (at most ``max_cells``), one
+    after the other on ``threads`` threads; returns the cells trained now."""
     import torch
 
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
-    todo = [n for n in study.agents if not result_path(study, work, n).exists()]
-    log.info("%d agents finished before, %d to train", len(study.agents) - len(todo), len(todo))
+    every = cells(study)
+    todo = [c for c in every if not result_path(study, work, *c).exists()]
+    log.info("%d cells finished before, %d to train", len(every) - len(todo), len(todo))
     todo = todo[:max_cells] if max_cells is not None else todo
-    if not todo:
-        return []
-    data = dataset(study, work)
-    for name in todo:
-        run_agent(study, name, data, work)
-        log.info("finished %s", name)
-    return todo
+    done = []
+    for name, preset, seed in todo:
+        data = dataset(study, work, preset, seed)
+        run_agent(study, name, preset, seed, data, work)
+        done.append(f"{name}-{preset}-seed{seed}")
+        log.info("finished %s", done[-1])
+    return done
 
 
 def vision_table(results: Record) -> str:
@@ -185,18 +205,20 @@ def vision_table(results: Record) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dataset_entry(study: PixelStudy, work: Path) -> Record:
-    data = OfflineDataset.open(data_path(study, work))
+def _dataset_entry(study: PixelStudy, work: Path, preset: str, seed: int) -> Record:
+    path = data_path(study, work, preset, seed)
+    data = OfflineDataset.open(path)
     assert data.images is not None
     return {
-        "preset": study.preset,
+        "preset": preset,
+        "seed": seed,
         "episodes": data.num_episodes,
+        "successes": int(data.episode_success().sum()),
         "steps": len(data),
         "image_shape": list(data.images.shape[1:]),
         "collect_seconds": data.metadata.get("collect_seconds"),
         "summary": data.metadata.get("summary"),
-        "store_bytes_per_step": sum(f.stat().st_size for f in data_path(study, work).iterdir())
-        / len(data),
+        "store_bytes_per_step": sum(f.stat().st_size for f in path.iterdir()) / len(data),
     }
 
 
@@ -207,34 +229,115 @@ def summarize_pixels(
     summarize_only: bool = False,
     command: str | None = None,
 ) -> list[str]:
-    """Merge the agents' records into ``out/vision.json`` (the committed results: the work
-    folder's agents replace its own; its speed figures stay) and write ``vision.md`` from it.
-    ``summarize_only``: only ``vision.md``, from the committed file."""
+    """Merge the work folder's records into the study's committed JSON (``study.tables[0]``;
+    a record of the work folder replaces the committed one of its cell; speed figures stay)
+    and write its markdown table from it. ``summarize_only``: only the table, from the
+    committed file."""
     from qtransformer.machine import machine_info
 
-    path = out / "vision.json"
+    json_name, md_name = study.tables[0], study.tables[1]
+    path = out / json_name
     committed: Record = json.loads(path.read_text()) if path.exists() else {}
-    done = {n: result_path(study, work, n) for n in study.agents}
-    done = {n: p for n, p in done.items() if p.exists()}
+    done = {c: result_path(study, work, *c) for c in cells(study)}
+    done = {c: p for c, p in done.items() if p.exists()}
+    table = vision_table if json_name == "vision.json" else pretrained_table
     if summarize_only or not done:
         if not committed:
             log.info("no finished agents of the %s study: nothing written", study.name)
             return []
-        (out / "vision.md").write_text(vision_table(committed))
-        return ["vision.md"]
-    agents = dict(committed.get("agents", {}))
-    agents.update({n: json.loads(p.read_text()) for n, p in done.items()})
+        (out / md_name).write_text(table(committed))
+        return [md_name]
     results: Record = {
-        "command": command or "qtransformer bench --study pixels",
+        "command": command or f"qtransformer bench --study {study.name}",
         "machine": machine_info(),
         "tasks": list(study.tasks),
         "paraphrases": study.paraphrases,
-        "dataset": _dataset_entry(study, work),
-        "agents": {n: agents[n] for n in study.agents if n in agents},
     }
+    if json_name == "vision.json":  # one preset and seed, agents by name
+        agents = dict(committed.get("agents", {}))
+        agents.update({c[0]: json.loads(p.read_text()) for c, p in done.items()})
+        preset, seed = study.presets[0], study.seeds[0]
+        results["dataset"] = _dataset_entry(study, work, preset, seed)
+        results["agents"] = {n: agents[n] for n in study.agents if n in agents}
+    else:
+        records = {(r["agent"], r["preset"], r["seed"]): r for r in committed.get("records", [])}
+        records.update({c: json.loads(p.read_text()) for c, p in done.items()})
+        datasets = {d["preset"] + f"-seed{d['seed']}": d for d in committed.get("datasets", [])}
+        for _, preset, seed in done:
+            datasets[f"{preset}-seed{seed}"] = _dataset_entry(study, work, preset, seed)
+        results["datasets"] = sorted(datasets.values(), key=lambda d: (d["seed"], d["preset"]))
+        results["records"] = [records[c] for c in cells(study) if c in records]
     if committed.get("speed"):  # keep the speed figures of an earlier (quiet) run
         results["speed"] = committed["speed"]
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=str))
-    (out / "vision.md").write_text(vision_table(results))
-    return ["vision.json", "vision.md"]
+    (out / md_name).write_text(table(results))
+    return [json_name, md_name]
+
+
+def _mean_success(tasks: Record, names: list[str]) -> float:
+    return float(np.mean([tasks[t]["success_rate"] for t in names]))
+
+
+def pretrained_table(results: Record) -> str:
+    """The pretrained-encoder study: per preset, each agent's final success (mean over tasks,
+    then mean and range over seeds), the mean over ``noisy`` and ``suboptimal``, decisions to
+    success, and the success kept with other wordings of the instructions; then per task."""
+    tasks = results["tasks"]
+    recs = results["records"]
+    presets = list(dict.fromkeys(r["preset"] for r in recs))
+    agents = list(dict.fromkeys(r["agent"] for r in recs))
+    hard = [p for p in presets if p in ("noisy", "suboptimal")]
+
+    def final(r: Record) -> float:
+        return _mean_success(r["curve"][-1]["tasks"], tasks)
+
+    def cell(agent: str, preset: str) -> list[Record]:
+        return [r for r in recs if r["agent"] == agent and r["preset"] == preset]
+
+    head = "| agent | " + " | ".join(presets) + (" | noisy + suboptimal" if hard else "")
+    lines = [
+        head + " | decisions to success | paraphrased / original |",
+        "|---|" + "---|" * (len(presets) + bool(hard) + 2),
+    ]
+    for a in agents:
+        row, hard_means, lengths, kept = [], [], [], []
+        for p in presets:
+            vals = [final(r) for r in cell(a, p)]
+            if not vals:
+                row.append("")
+                continue
+            seeds = len(vals)
+            spread = f" ({min(vals):.2f}-{max(vals):.2f})" if seeds > 1 else ""
+            row.append(f"{np.mean(vals):.2f}{spread} [{seeds}]")
+            if p in hard:
+                hard_means.append(float(np.mean(vals)))
+            for r in cell(a, p):
+                last = r["curve"][-1]["tasks"]
+                lengths += [last[t]["mean_success_length"] for t in tasks]
+                if r.get("paraphrased"):
+                    para = _mean_success(r["paraphrased"], tasks)
+                    kept.append(para / max(final(r), 1e-9))
+        hard_cell = [f"{np.mean(hard_means):.2f}" if len(hard_means) == len(hard) else ""]
+        finite = [x for x in lengths if x == x]  # NaN when a task never succeeded
+        lines.append(
+            f"| {a} | "
+            + " | ".join(row + (hard_cell if hard else []))
+            + f" | {np.mean(finite):.1f} | "
+            + (f"{np.mean(kept):.2f}" if kept else "")
+            + " |"
+        )
+    lines += ["", "Per task (mean over seeds):", ""]
+    lines += [
+        "| agent | preset | " + " | ".join(tasks) + " |",
+        "|---|---|" + "---|" * len(tasks),
+    ]
+    for p in presets:
+        for a in agents:
+            rs = cell(a, p)
+            if rs:
+                per = [
+                    np.mean([r["curve"][-1]["tasks"][t]["success_rate"] for r in rs]) for t in tasks
+                ]
+                lines.append(f"| {a} | {p} | " + " | ".join(f"{x:.2f}" for x in per) + " |")
+    return "\n".join(lines) + "\n"

@@ -235,8 +235,10 @@ class Study:
 
 @dataclass(frozen=True)
 class PixelStudy:
-    """One multi-task agent per row from 64 px frames, each with its own training config;
-    evaluated along training on every task, and at the end with held-out paraphrases."""
+    """Multi-task agents from 64 px frames, each with its own training config (``agents``:
+    changes to ``config``, and ``successes_only: True`` to train on the successful episodes),
+    on every preset and seed; evaluated along training on every task, and at the end with
+    held-out paraphrases of the instructions."""
 
     name: str
     tasks: tuple[str, ...]
@@ -245,8 +247,10 @@ class PixelStudy:
     """The pixel agents' config; ``agents`` change it."""
     agents: dict[str, dict[str, Any]]
     tables: tuple[str, ...] = ("vision.json", "vision.md")
-    preset: str = "mixed"
-    seed: int = 0
+    presets: tuple[str, ...] = ("mixed",)
+    seeds: tuple[int, ...] = (0,)
+    paraphrase_agents: tuple[str, ...] = ()
+    """Agents also evaluated, at the end, with :attr:`paraphrases` as their instructions."""
     steps: int = 1500
     """Gradient steps of an agent that does not set its own."""
     episodes_per_task: int = 40
@@ -274,6 +278,24 @@ PIXEL = replace(
     augment=True,
     log_every=250,
 )
+
+PIXEL_TASKS = ("drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3", "door-open-v3")
+LITE0 = replace(
+    QT_CPU,
+    batch_size=64,
+    observation="image",
+    task_features="instruction",
+    image_encoder="lite0",
+    image_frozen_blocks=10,
+    image_last_block=10,
+    image_tokens=16,
+    augment=False,
+    log_every=250,
+)
+"""The pretrained-encoder agents: the state profile's Q-Transformer (alpha 0.5, 16 bins,
+cosine) reading 64 px frames through ImageNet EfficientNet-Lite0: blocks 0-9 frozen and
+cached, block 10 (112 channels at 4 x 4) fine-tuned at a tenth of the rate with FiLM from
+the instruction, each of its 16 cells a token."""
 
 STUDIES: dict[str, Study | PixelStudy] = {
     "grid": Study(
@@ -316,7 +338,7 @@ STUDIES: dict[str, Study | PixelStudy] = {
     ),
     "pixels": PixelStudy(
         "pixels",
-        tasks=("drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3", "door-open-v3"),
+        tasks=PIXEL_TASKS,
         paraphrases={
             "drawer-open-v3": "pull the drawer out",
             "drawer-close-v3": "push the drawer shut",
@@ -332,9 +354,41 @@ STUDIES: dict[str, Study | PixelStudy] = {
                 "steps": QT_CPU.steps,
                 "batch_size": QT_CPU.batch_size,
             },
-            "bc-pixels": {"loss": "bc", "q_heads": 1},
+            "bc-pixels": {"loss": "bc", "q_heads": 1, "successes_only": True},
             "qt-pixels-alpha-0.5": {"conservative_weight": 0.5},
         },
+        paraphrase_agents=("qt-pixels", "qt-state", "bc-pixels", "qt-pixels-alpha-0.5"),
+    ),
+    "pretrained": PixelStudy(
+        "pretrained",
+        tasks=PIXEL_TASKS,
+        paraphrases={
+            "drawer-open-v3": "slide the drawer open",
+            "drawer-close-v3": "close the drawer all the way",
+            "button-press-topdown-v3": "press down on the button",
+            "door-open-v3": "pull the door open",
+        },
+        config=LITE0,
+        agents={
+            "qt-lite0": {},
+            "bc-lite0": {"loss": "bc", "q_heads": 1},
+            "bc-success-lite0": {"loss": "bc", "q_heads": 1, "successes_only": True},
+            "qt-state": {
+                "observation": "state",
+                "steps": QT_CPU.steps,
+                "batch_size": QT_CPU.batch_size,
+            },
+        },
+        presets=("noisy", "suboptimal", "mixed"),
+        seeds=(0, 1, 2),
+        paraphrase_agents=("qt-lite0", "bc-success-lite0"),
+        tables=("pixels_pretrained.json", "pixels_pretrained.md"),
+        steps=1000,
+        episodes_per_task=50,
+        eval_episodes=50,
+        eval_envs=10,
+        eval_points=2,
+        folder="pretrained",
     ),
 }
 """Every study by name: ``qtransformer bench --study NAME``."""

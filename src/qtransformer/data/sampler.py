@@ -59,7 +59,9 @@ class TransitionSampler:
 
     Per step it holds about ``41 + 2 * dA`` bytes (targets, bins, episode starts, tasks);
     observations and images stay wherever the dataset keeps them. With ``images`` the batches
-    also carry frame windows at the step and at its bootstrap step, read only for the batch.
+    also carry frame windows at the step and at its bootstrap step, read only for the batch:
+    of the dataset's frames, or of ``image_source``, one row per step in their place (the
+    pretrained encoder's cached features of its frozen blocks).
     """
 
     def __init__(
@@ -70,13 +72,17 @@ class TransitionSampler:
         n_step: int,
         window: int,
         images: bool = False,
+        image_source: np.ndarray | None = None,
     ) -> None:
         if images and data.images is None:
             raise ValueError(
                 "the sampler was asked for images but the dataset has none "
                 "(collect with --image-size 64, or pass images to from_arrays)"
             )
-        self.images = data.images if images else None  # (T, H, W, C) uint8, maybe a memory map
+        # (T, H, W, C) uint8, maybe a memory map; or per-frame features cached in its place.
+        self.images = (data.images if image_source is None else image_source) if images else None
+        if self.images is not None and len(self.images) != len(data):
+            raise ValueError(f"image_source has {len(self.images)} rows for {len(data)} steps")
         ep = data.episodes
         nstep = nstep_targets(data.rewards, ep, gamma, n_step)
         self.obs = data.observations  # (T, obs_dim), possibly a memory map
