@@ -211,3 +211,31 @@ def test_augmented_image_training_resumes_exactly(tiny_arrays, tmp_path) -> None
     assert not torch.equal(
         plain.model.state_dict()["head.weight"], straight.model.state_dict()["head.weight"]
     )
+
+
+def test_instruction_noise_moves_the_embedding_on_the_unit_sphere(tiny_arrays) -> None:
+    rng = np.random.default_rng(0)
+    T = len(tiny_arrays["rewards"])
+    data = qt.OfflineDataset.from_arrays(**tiny_arrays, task_ids=np.arange(T) % 2, tasks=["a", "b"])
+    table = rng.normal(size=(2, 8)).astype(np.float32)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    data.set_instruction_embeddings(table, "test")
+    ids = torch.tensor([0, 1, 1])
+
+    def learner(noise: float) -> Learner:
+        cfg = qt.TrainConfig(
+            **{**CFG.__dict__, "task_features": "instruction", "instruction_noise": noise}
+        )
+        return Learner(cfg, 6, 3, 1.0, 2, task_features=torch.from_numpy(table))
+
+    assert torch.equal(learner(0.0)._task(ids), ids)  # no noise: the ids, as before
+    torch.manual_seed(0)
+    noisy = learner(0.5)._task(ids)
+    torch.testing.assert_close(noisy.norm(dim=1), torch.ones(3))
+    clean = torch.from_numpy(table)[ids]
+    distance = (noisy - clean).norm(dim=1)
+    assert bool((distance > 0.1).all()) and bool((distance < 1.0).all()), distance
+    cfg = qt.TrainConfig(
+        **{**CFG.__dict__, "task_features": "instruction", "instruction_noise": 0.5}
+    )
+    assert np.isfinite(qt.train(data, cfg).act(tiny_arrays["observations"][:2], task="b")).all()

@@ -51,6 +51,7 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "image_frozen_blocks": 11,
         "image_last_block": 15,
         "image_trunk_lr_scale": 0.1,
+        "instruction_noise": 0.0,
         "augment": False,
         "augment_pad": 4,
         "loss": "q",

@@ -254,3 +254,38 @@ def test_vision_table_format() -> None:
         "|---|---|---|---|---|\n"
         "| qt-pixels | 0.50 | 0.25 | 0.38 | 0.10 |\n"
     )
+
+
+def test_pretrained_table_means_over_tasks_then_seeds() -> None:
+    from qtransformer.bench.runner_pixels import pretrained_table
+
+    def rec(agent: str, preset: str, seed: int, a: float, b: float, para=None) -> dict:
+        tasks = {
+            "t1": {"success_rate": a, "mean_success_length": 10.0},
+            "t2": {"success_rate": b, "mean_success_length": 20.0},
+        }
+        paraphrased = {"t1": {"success_rate": para}, "t2": {"success_rate": para}} if para else {}
+        return {
+            "agent": agent,
+            "preset": preset,
+            "seed": seed,
+            "curve": [{"steps": 500, "tasks": tasks}, {"steps": 1000, "tasks": tasks}],
+            "paraphrased": paraphrased,
+        }
+
+    results = {
+        "tasks": ["t1", "t2"],
+        "records": [
+            rec("qt", "noisy", 0, 1.0, 0.5, para=0.6),
+            rec("qt", "noisy", 1, 0.5, 0.5, para=0.25),
+            rec("bc", "noisy", 0, 0.2, 0.4),
+            rec("qt", "suboptimal", 0, 0.0, 1.0),
+            rec("bc", "suboptimal", 0, 1.0, 1.0),
+        ],
+    }
+    table = pretrained_table(results)
+    # qt noisy: seeds 0.75 and 0.5 -> 0.62 (0.50-0.75) over 2 seeds; hard mean (0.625 + 0.5) / 2;
+    # paraphrases keep 0.6 / 0.75 = 0.8 and 0.25 / 0.5 = 0.5 of the success: 0.65
+    assert "| qt | 0.62 (0.50-0.75) [2] | 0.50 [1] | 0.56 | 15.0 | 0.65 |" in table
+    assert "| bc | 0.30 [1] | 1.00 [1] | 0.65 | 15.0 |  |" in table
+    assert "| qt | noisy | 0.75 | 0.50 |" in table

@@ -80,6 +80,10 @@ class TrainConfig:
     """'lite0': last EfficientNet block used (0..15); later blocks and the head are dropped."""
     image_trunk_lr_scale: float = 0.1
     """'lite0': learning rate of the fine-tuned pretrained blocks, relative to ``lr``."""
+    instruction_noise: float = 0.0
+    """With task_features='instruction': Gaussian noise added in training to each unit-length
+    instruction embedding (``sigma`` is the expected length of the noise), then renormalized,
+    so that other wordings of an instruction, whose embeddings lie near it, act alike."""
     augment: bool = False
     """Random-shift augmentation of the images during training (replicate pad and crop)."""
     augment_pad: int = 4
@@ -261,6 +265,7 @@ _AT_LEAST: dict[str, int] = {
 _IN_RANGE: dict[str, tuple[float, float]] = {
     "conservative_weight": (0.0, 1e6),
     "image_trunk_lr_scale": (0.0, 1e3),
+    "instruction_noise": (0.0, 10.0),
     "weight_decay": (0.0, 1e6),
 }
 """Float fields and their allowed closed range."""

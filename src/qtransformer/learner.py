@@ -113,7 +113,7 @@ class Learner:
         cfg = self.cfg
         self.model.train()
         b = batch.to(self.device)
-        task = b.task if self.model.task_proj is not None else None
+        task = self._task(b.task) if self.model.task_proj is not None else None
         images, next_images = self._images(b)
         if cfg.loss == "bc":
             return self._bc_update(b, task, images, metrics)
@@ -146,6 +146,17 @@ class Learner:
         ).tolist()  # one synchronization for all metrics
         names = ("loss", "td_loss", "conservative_loss", "q_data", "target", "grad_norm")
         return {f"train/{n}": v for n, v in zip(names, values, strict=True)}
+
+    def _task(self, ids: torch.Tensor) -> torch.Tensor:
+        """Task ids, or with ``instruction_noise`` the instruction embeddings plus Gaussian
+        noise, back on the unit sphere (the embeddings are unit vectors): a paraphrase moves
+        the embedding a little, and the agent should not notice."""
+        sigma = self.cfg.instruction_noise
+        if sigma <= 0 or self.model.cfg.task_features != "instruction":
+            return ids
+        vectors = self.model.task_table[ids]  # (B, task_dim)
+        noisy = vectors + sigma * torch.randn_like(vectors) / vectors.shape[1] ** 0.5
+        return noisy / noisy.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
     def learning_rate(self) -> float:
         """Learning rate of the next update (a function of the step, so resume is exact)."""

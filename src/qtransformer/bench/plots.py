@@ -1,4 +1,4 @@
-"""The grid's plots: success along training per preset, and final success per preset."""
+"""The studies' plots: success along training per preset, and final success per preset."""
 
 from __future__ import annotations
 
@@ -14,6 +14,31 @@ def grid_plots(
     rows: list[dict[str, Any]], final: list[dict[str, Any]], algos: list[str], out: Path
 ) -> None:
     """Write ``metaworld_curves.png`` and ``metaworld_bars.png`` into ``out``."""
+    presets = curves_plot(rows, algos, out / "metaworld_curves.png")  # sets the Agg backend
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(1, len(algos))
+    for i, a in enumerate(algos):
+        stats = [cell_stats(final, a, p) for p in presets]
+        ax.bar(
+            np.arange(len(presets)) + i * width,
+            [m for m, *_ in stats],
+            width,
+            yerr=[sd for _, sd, *_ in stats],
+            label=a,
+        )
+    ax.set_xticks(np.arange(len(presets)) + 0.4 - width / 2, presets)
+    ax.set(ylabel="success rate", ylim=(0, 1.05), title="final success per regime")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(out / "metaworld_bars.png", dpi=110)
+    plt.close(fig)
+
+
+def curves_plot(rows: list[dict[str, Any]], algos: list[str], path: Path) -> list[str]:
+    """Mean success along training, one panel per preset; ``rows`` hold ``algo``,
+    ``dataset`` (the preset), ``steps`` and ``success_rate``. Returns the presets drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,23 +59,6 @@ def grid_plots(
     axes[0][0].set_ylabel("success rate")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "metaworld_curves.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(1, len(algos))
-    for i, a in enumerate(algos):
-        stats = [cell_stats(final, a, p) for p in presets]
-        ax.bar(
-            np.arange(len(presets)) + i * width,
-            [m for m, *_ in stats],
-            width,
-            yerr=[sd for _, sd, *_ in stats],
-            label=a,
-        )
-    ax.set_xticks(np.arange(len(presets)) + 0.4 - width / 2, presets)
-    ax.set(ylabel="success rate", ylim=(0, 1.05), title="final success per regime")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(out / "metaworld_bars.png", dpi=110)
-    plt.close(fig)
+    return presets

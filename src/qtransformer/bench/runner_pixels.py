@@ -272,7 +272,23 @@ def summarize_pixels(
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=str))
     (out / md_name).write_text(table(results))
-    return [json_name, md_name]
+    written = [json_name, md_name]
+    if "records" in results and len(study.tables) > 2:
+        from qtransformer.bench.plots import curves_plot
+
+        rows = [
+            {
+                "algo": r["agent"],
+                "dataset": r["preset"],
+                "steps": point["steps"],
+                "success_rate": _mean_success(point["tasks"], list(study.tasks)),
+            }
+            for r in results["records"]
+            for point in r["curve"]
+        ]
+        curves_plot(rows, list(study.agents), out / study.tables[2])
+        written.append(study.tables[2])
+    return written
 
 
 def _mean_success(tasks: Record, names: list[str]) -> float:
