@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,7 +28,7 @@ from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.encoders import ImageEncoder, PretrainedImageEncoder
 from qtransformer.learner import Learner
-from qtransformer.machine import machine_info
+from qtransformer.machine import machine_info, throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -42,15 +40,6 @@ class Args:
     seconds: float = 5.0
     """Time each measurement runs."""
     out: Path = ROOT / "benchmarks" / "results"
-
-
-def rate(fn: Callable[[], object], per_call: int, seconds: float) -> float:
-    fn()
-    t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        n += per_call
-    return n / (time.perf_counter() - t0)
 
 
 def synthetic(T: int = 512) -> qt.OfflineDataset:
@@ -77,7 +66,7 @@ def synthetic(T: int = 512) -> qt.OfflineDataset:
     return data
 
 
-def update_rate(data: qt.OfflineDataset, cfg: qt.TrainConfig, seconds: float) -> float:
+def update_throughput(data: qt.OfflineDataset, cfg: qt.TrainConfig, seconds: float) -> float:
     """Samples/s of full updates, the batch ready (for lite0 from cached prefix features)."""
     features = torch.from_numpy(np.asarray(data.instruction_embeddings))
     learner = Learner(
@@ -93,7 +82,7 @@ def update_rate(data: qt.OfflineDataset, cfg: qt.TrainConfig, seconds: float) ->
         data, disc, cfg.gamma, cfg.n_step, cfg.window, images=True, image_source=source
     )
     batch = sampler.batch(np.arange(cfg.batch_size))
-    return rate(partial(learner.update, batch, metrics=False), cfg.batch_size, seconds)
+    return throughput(partial(learner.update, batch, metrics=False), cfg.batch_size, seconds)
 
 
 def main(args: Args) -> None:
@@ -111,14 +100,14 @@ def main(args: Args) -> None:
     lite.load_pretrained()
     with torch.no_grad():
         act = {
-            "scratch": rate(lambda: scratch(frames, cond), 64, args.seconds),
-            "lite0": rate(lambda: lite(frames, cond), 64, args.seconds),
+            "scratch": throughput(lambda: scratch(frames, cond), 64, args.seconds),
+            "lite0": throughput(lambda: lite(frames, cond), 64, args.seconds),
         }
-        cache = rate(lambda: lite.prefix(frames[:, 0]), 64, args.seconds)
+        cache = throughput(lambda: lite.prefix(frames[:, 0]), 64, args.seconds)
     train = {
-        "qt scratch": update_rate(data, replace(PIXEL, steps=10**6), args.seconds),
-        "qt lite0": update_rate(data, replace(LITE0, steps=10**6), args.seconds),
-        "bc lite0": update_rate(data, replace(LITE0, loss="bc", steps=10**6), args.seconds),
+        "qt scratch": update_throughput(data, replace(PIXEL, steps=10**6), args.seconds),
+        "qt lite0": update_throughput(data, replace(LITE0, steps=10**6), args.seconds),
+        "bc lite0": update_throughput(data, replace(LITE0, loss="bc", steps=10**6), args.seconds),
     }
     out = {
         "command": "python benchmarks/pixel_speed.py " + " ".join(sys.argv[1:]),

@@ -25,11 +25,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -41,6 +39,7 @@ from qtransformer.bench.runner_pixels import dataset, run_pixels, summarize_pixe
 from qtransformer.bench.studies import STUDIES, PixelStudy
 from qtransformer.data.dataset import OfflineDataset
 from qtransformer.discretize import ActionDiscretizer
+from qtransformer.machine import throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = STUDIES["pixels"]
@@ -77,18 +76,10 @@ def speed(data: OfflineDataset, threads: int, study: PixelStudy = STUDY) -> dict
     frames = torch.from_numpy(np.array(data.images[:64]))[:, None]  # (64, 1, H, W, C)
     cond = torch.randn(64, 384)
 
-    def rate(fn: Any, per_call: int, seconds: float = 5.0) -> float:
-        fn()
-        t0, n = time.perf_counter(), 0
-        while time.perf_counter() - t0 < seconds:
-            fn()
-            n += per_call
-        return n / (time.perf_counter() - t0)
-
     with torch.no_grad():
         out = {
             "threads": threads,
-            "encoder_frames_per_s_batch64": rate(lambda: enc(frames, cond), 64),
+            "encoder_frames_per_s_batch64": throughput(lambda: enc(frames, cond), 64),
         }
     features = torch.from_numpy(np.asarray(data.instruction_embeddings))
     for name in ("qt-pixels", "bc-pixels"):
@@ -105,7 +96,7 @@ def speed(data: OfflineDataset, threads: int, study: PixelStudy = STUDY) -> dict
             task_features=features,
         )
         batch = sampler.batch(np.arange(cfg.batch_size))
-        out[f"{name}_train_samples_per_s"] = rate(
+        out[f"{name}_train_samples_per_s"] = throughput(
             partial(learner.update, batch, metrics=False), cfg.batch_size, 10.0
         )
     return out

@@ -1,9 +1,11 @@
-"""What a benchmark ran on, recorded beside its figures."""
+"""What a benchmark ran on, recorded beside its figures, and how fast something runs on it."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,14 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         info["cuda"] = torch.version.cuda
         info["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
     return info
+
+
+def throughput(fn: Callable[[], object], per_call: int, seconds: float = 5.0) -> float:
+    """Items per second of ``fn`` (``per_call`` items each call), after one warm-up call,
+    over at least ``seconds``."""
+    fn()
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += per_call
+    return n / (time.perf_counter() - t0)
