@@ -40,8 +40,8 @@ class BenchArgs:
     """Run a benchmark study (resumable), then write its tables and plots."""
 
     study: str = "grid"
-    """grid (algorithms x presets x seeds, and the ablations), explore, scale, transfer or
-    pixels (see qtransformer.bench.studies)."""
+    """grid (algorithms x presets x seeds, and the ablations), explore, scale, transfer,
+    pixels or pretrained (see qtransformer.bench.studies)."""
     profile: str = "cpu"
     """cpu (about 90 min on 2 cores), full (paper-like, for a GPU) or tiny (seconds)."""
     work: Path = Path("runs/bench")
