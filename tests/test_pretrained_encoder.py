@@ -148,3 +148,20 @@ def test_lite0_settings_are_checked() -> None:
         qt.TrainConfig(image_encoder="lite0", observation="image", augment=True)
     with pytest.raises(ValueError, match="image_encoder must be one of"):
         qt.TrainConfig(image_encoder="resnet")
+
+
+def test_baseline_on_frozen_trunk_features_acts_on_frames(pixel_data) -> None:
+    pytest.importorskip("d3rlpy")
+    from qtransformer.baselines.pixels import train_on_frozen_features
+
+    policy = train_on_frozen_features("iql", pixel_data, steps=3, frozen_blocks=5)
+    assert policy.observes.observation == "image" and policy.observes.image_size == SIZE
+    frames = np.asarray(pixel_data.images[:4])
+    actions = policy.act({"image": frames}, task=["a", "b", "a", "b"])
+    assert actions.shape == (4, 3) and np.all(np.abs(actions) <= 1)
+    # The features it reads are the frozen blocks of Q-Transformer's lite0 encoder.
+    enc = pretrained_encoder(0)
+    expected = enc.prefix(torch.from_numpy(frames)).flatten(1)
+    torch.testing.assert_close(policy.trunk.prefix(torch.from_numpy(frames)).flatten(1), expected)
+    with pytest.raises(ValueError, match="this policy reads frames"):
+        policy.act(np.zeros((4, 6), np.float32), task="a")

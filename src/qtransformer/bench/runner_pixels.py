@@ -96,9 +96,14 @@ def evaluate_agent(
 
 def agent_config(study: PixelStudy, name: str, seed: int | None = None) -> Any:
     """The training config of one of the study's agents (``successes_only`` is not a field)."""
-    change = {k: v for k, v in study.agents[name].items() if k != "successes_only"}
+    change = {k: v for k, v in study.agents[name].items() if k not in NOT_CONFIG}
     seed = study.seeds[0] if seed is None else seed
     return replace(study.config, **{"seed": seed, "steps": study.steps, **change})
+
+
+NOT_CONFIG = ("successes_only", "baseline")
+"""Keys of a study's agent that are not :class:`TrainConfig` fields: train on the successful
+episodes only; a d3rlpy baseline (from the frozen trunk's features) instead of our network."""
 
 
 def trains_on_successes(study: PixelStudy, name: str) -> bool:
@@ -130,31 +135,59 @@ def run_agent(
 
     def evaluate(agent: Any, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        curve.append({"steps": step, "tasks": evaluate_agent(AgentPolicy(agent), study, seed)})
+        policy = AgentPolicy(agent) if hasattr(agent, "model") else agent
+        curve.append({"steps": step, "tasks": evaluate_agent(policy, study, seed)})
         timing["eval_seconds"] += time.perf_counter() - t0
         return {t: r["success_rate"] for t, r in curve[-1]["tasks"].items()}
 
     t0 = time.perf_counter()
     points = eval_steps(cfg.steps, study.eval_points)
-    agent = train(train_data, cfg, evaluate=evaluate, eval_steps=points)
+    baseline = study.agents[name].get("baseline")
+    agent: Any
+    if baseline is not None:
+        from qtransformer.baselines.pixels import FrozenFeaturePolicy, train_on_frozen_features
+
+        trunk: list[Any] = []
+
+        def evaluate_baseline(step: int, inner: Any) -> None:
+            if step in points:
+                evaluate(FrozenFeaturePolicy(inner, trunk[0], "corner"), step)
+
+        # The wrapper's trunk exists once training starts; the callback reads it then.
+        agent = train_on_frozen_features(
+            baseline,
+            train_data,
+            cfg.steps,
+            cfg.image_frozen_blocks,
+            seed=seed,
+            callback=lambda step, inner: evaluate_baseline(step, inner) if trunk else None,
+            trunk_out=trunk,
+        )
+        policy: Any = agent
+    else:
+        agent = train(train_data, cfg, evaluate=evaluate, eval_steps=points)
+        policy = AgentPolicy(agent)
     timing["train_seconds"] = time.perf_counter() - t0 - timing["eval_seconds"]
     t0 = time.perf_counter()
     paraphrased: Record = {}
     if name in study.paraphrase_agents:
-        paraphrased = evaluate_agent(AgentPolicy(agent), study, seed, study.paraphrases)
+        paraphrased = evaluate_agent(policy, study, seed, study.paraphrases)
     timing["eval_seconds"] += time.perf_counter() - t0
     record = {
         "agent": name,
         "preset": preset,
         "seed": seed,
-        "config": asdict(cfg),
+        "config": asdict(cfg) if baseline is None else {"baseline": baseline},
         "train_episodes": train_data.num_episodes,
         "train_steps_in_data": len(train_data),
         "curve": curve,
         "paraphrased": paraphrased,
         **timing,
     }
-    agent.save(work / f"{name}-{preset}-seed{seed}-agent")
+    if baseline is None:
+        agent.save(work / f"{name}-{preset}-seed{seed}-agent")
+    else:
+        record["baseline"] = agent.inner.record()
 
     def write(tmp: Path) -> None:
         (tmp / "result.json").write_text(json.dumps(record, default=str))

@@ -373,6 +373,7 @@ STUDIES: dict[str, Study | PixelStudy] = {
             "qt-lite0": {},
             "bc-lite0": {"loss": "bc", "q_heads": 1},
             "bc-success-lite0": {"loss": "bc", "q_heads": 1, "successes_only": True},
+            "iql-lite0-features": {"baseline": "iql"},
             "qt-state": {
                 "observation": "state",
                 "steps": QT_CPU.steps,
