@@ -78,6 +78,13 @@ def test_vision_table_regenerates_from_the_committed_json(tmp_path) -> None:
     assert (tmp_path / "vision.md").read_text() == (RESULTS / "vision.md").read_text()
 
 
+def test_pretrained_table_regenerates_from_the_committed_json() -> None:
+    from qtransformer.bench.runner_pixels import pretrained_table
+
+    committed = json.loads((RESULTS / "pixels_pretrained.json").read_text())
+    assert pretrained_table(committed) == (RESULTS / "pixels_pretrained.md").read_text()
+
+
 def test_csv_rows_are_sorted_with_four_significant_digits() -> None:
     more = {"ci_low": 0.123456, "ci_high": 1.0, "mean_length": 20.0, "episodes": 50}
     rows = [
