@@ -279,8 +279,8 @@ def pretrained_section() -> str:
         sp = json.loads((RESULTS / "pixel_speed.json").read_text())
         speed = (
             "\n\nSpeed of the pixel pipeline (`python benchmarks/pixel_speed.py`, "
-            f"{sp['machine']['cpu_model']}, {sp['threads']} threads, load average "
-            f"{sp['load_average'][0]:.1f} while it ran):\n\n"
+            f"{sp['machine']['cpu_model']}, {sp['threads']} threads, torch "
+            f"{sp['machine']['torch']}; both encoders in one run, so the ratios hold):\n\n"
             + (RESULTS / "pixel_speed.md").read_text().strip()
         )
     d = v["datasets"][0]
