@@ -127,13 +127,15 @@ def main(args: Args) -> None:
 def table(s: dict) -> str:
     """pixel_speed.md from pixel_speed.json."""
     a, t = s["act_frames_per_s_batch64"], s["train_samples_per_s"]
+    first, last = LITE0.image_frozen_blocks, LITE0.image_last_block
+    tuned = f"block {first}" if first == last else f"blocks {first}-{last}"
     return (
         "| encoder | acting: frames/s (64 px, batch 64, no gradient) | training cache: "
         "frames/s | QT update: samples/s | BC update: samples/s |\n|---|---|---|---|---|\n"
         f"| from scratch (MBConv, GroupNorm) | {a['scratch']:.0f} | none | {t['qt scratch']:.0f} "
         "| |\n"
         f"| EfficientNet-Lite0, blocks 0-{LITE0.image_frozen_blocks - 1} frozen and cached, "
-        f"{LITE0.image_frozen_blocks}-{LITE0.image_last_block} fine-tuned | {a['lite0']:.0f} | "
+        f"{tuned} fine-tuned | {a['lite0']:.0f} | "
         f"{s['lite0_cache_frames_per_s_batch64']:.0f} | {t['qt lite0']:.0f} | "
         f"{t['bc lite0']:.0f} |\n"
     )
