@@ -368,7 +368,8 @@ def pretrained_table(results: Record) -> str:
                 if r.get("paraphrased"):
                     para = _mean_success(r["paraphrased"], tasks)
                     kept.append(para / max(final(r), 1e-9))
-        hard_cell = [f"{np.mean(hard_means):.2f}" if len(hard_means) == len(hard) else ""]
+        complete = hard and len(hard_means) == len(hard)
+        hard_cell = [f"{np.mean(hard_means):.2f}" if complete else ""]
         finite = [x for x in lengths if x == x]  # NaN when a task never succeeded
         lines.append(
             f"| {a} | "
