@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qtransformer as qt
+from qtransformer.data.dataset import NPZ_FIELDS
 
 FUZZ = dict(
     deadline=None,
@@ -143,17 +144,9 @@ def dataset_kwargs(draw: st.DrawFn, max_steps: int = 8) -> dict[str, Any]:
     return kw
 
 
-ARRAY_FIELDS = (
-    "observations",
-    "actions",
-    "rewards",
-    "terminals",
-    "timeouts",
-    "task_ids",
-    "images",
-    "action_low",
-    "action_high",
-)
+NAME_FIELDS = ("tasks", "instructions", "instruction_embeddings", "instruction_embedding_model")
+ARRAY_FIELDS = tuple(f for f in NPZ_FIELDS if f not in NAME_FIELDS)
+"""The numeric arguments of ``from_arrays``."""
 NAMES_OF = {
     "observations": ("observations", LENGTHS),
     "actions": ("actions", "action_low", LENGTHS),

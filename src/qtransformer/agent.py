@@ -169,13 +169,14 @@ class Agent:
             raw = np.asarray(observations)
         except ValueError as e:  # a ragged list
             raise ValueError(f"observations must be a rectangular array of numbers ({e})") from None
-        numeric = np.issubdtype(raw.dtype, np.number) or raw.dtype == bool
-        if not numeric or raw.dtype.kind in "cmMO":  # complex, times and objects are no state
+        if raw.dtype.kind not in "biuf":  # complex, times, text and objects are no state
             raise ValueError(
                 f"observations must be numeric ('state' vectors), got dtype {raw.dtype}"
             )
-        # A copy: memory-mapped rows are read-only.
-        obs = torch.as_tensor(np.array(raw, dtype=np.float32), device=self.device)
+        state = np.asarray(raw, dtype=np.float32)
+        if not state.flags.writeable:  # memory-mapped rows: torch wants writable memory
+            state = state.copy()
+        obs = torch.as_tensor(state, device=self.device)
         w, d = self.config.window, self.config.obs_dim
         bad = ~torch.isfinite(obs)
         if obs.dim() and bool(bad.any()):
@@ -256,6 +257,12 @@ class Agent:
                 self.instruction_cache[text] = vector
         return np.stack([self.instruction_cache[t] for t in instructions])
 
+    def _unknown(self, instruction: str | Sequence[str], texts: list[str]) -> list[str]:
+        """The given instructions this agent was not trained on (one given for all rows is
+        checked even when there are no rows)."""
+        given = [instruction] if isinstance(instruction, str) else texts
+        return sorted(set(given) - set(self.instructions))
+
     def _condition(
         self, task: TaskArg, instruction: InstructionArg, batch: int
     ) -> torch.Tensor | None:
@@ -268,9 +275,7 @@ class Agent:
             if task is not None:
                 resolve_task_ids(task, self.tasks, batch)
             if instruction is not None:
-                texts = _instruction_list(instruction, batch)
-                given = [instruction] if isinstance(instruction, str) else texts
-                unknown = sorted(set(given) - set(self.instructions))
+                unknown = self._unknown(instruction, _instruction_list(instruction, batch))
                 if unknown:
                     raise ValueError(
                         f"unknown instructions {unknown}: this agent was trained on one task, "
@@ -283,8 +288,7 @@ class Agent:
         texts = _instruction_list(instruction, batch)
         if self.reads_instructions:
             return torch.from_numpy(self.embed_instructions(texts)).to(self.device)
-        given = [instruction] if isinstance(instruction, str) else texts  # also for no rows
-        unknown = sorted(set(given) - set(self.instructions))
+        unknown = self._unknown(instruction, texts)
         if unknown:
             raise ValueError(
                 f"unknown instructions {unknown}: this agent conditions on one-hot task codes "
@@ -374,12 +378,18 @@ class Agent:
 
     def save(self, path: str | Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` into directory ``path`` atomically."""
-        write_dir_atomically(path, lambda tmp: self.write_files(tmp))
+        def write(tmp: Path) -> None:
+            self.write_files(tmp)
 
-    def write_files(self, directory: Path) -> None:
+        write_dir_atomically(path, write)
+
+    def write_files(self, directory: Path) -> str:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory``; returns the
+        weights' SHA-256 (recorded in the config, checked on loading)."""
         save_file(self.model.state_dict(), str(directory / "model.safetensors"))
+        digest = file_digest(directory / "model.safetensors")
         meta = {
-            "model_sha256": file_digest(directory / "model.safetensors"),
+            "model_sha256": digest,
             "format": FORMAT,
             "model": asdict(self.config),
             "action_low": self.discretizer.low.tolist(),
@@ -393,6 +403,7 @@ class Agent:
             "train": self.train_config,
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2))
+        return digest
 
 
 def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:

@@ -165,7 +165,7 @@ def save_checkpoint(
     checksum of each weight file, which :func:`load_checkpoint` checks."""
 
     def write(tmp: Path) -> None:
-        agent.write_files(tmp)
+        model_digest = agent.write_files(tmp)
         save_file(learner.target.state_dict(), str(tmp / "target.safetensors"))
         torch.save(
             {
@@ -175,7 +175,10 @@ def save_checkpoint(
                 "sampler_rng": generator.get_state(),
                 "config": json.dumps(asdict(learner.cfg), sort_keys=True),
                 "data_fingerprint": fingerprint,
-                "weights_sha256": {f: file_digest(tmp / f) for f in WEIGHT_FILES},
+                "weights_sha256": {
+                    "model.safetensors": model_digest,
+                    "target.safetensors": file_digest(tmp / "target.safetensors"),
+                },
             },
             tmp / "trainer_state.pt",
         )

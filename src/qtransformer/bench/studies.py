@@ -297,6 +297,15 @@ cosine) reading 64 px frames through ImageNet EfficientNet-Lite0: blocks 0-9 fro
 cached, block 10 (112 channels at 4 x 4) fine-tuned at a tenth of the rate with FiLM from
 the instruction, each of its 16 cells a token."""
 
+STATE_REFERENCE: dict[str, Any] = {
+    "observation": "state",
+    "augment": False,
+    "steps": QT_CPU.steps,
+    "batch_size": QT_CPU.batch_size,
+}
+"""A pixel study's upper reference: its agents' network and instruction, reading the state
+vector with the state profile's steps and batch."""
+
 STUDIES: dict[str, Study | PixelStudy] = {
     "grid": Study(
         "grid",
@@ -348,12 +357,7 @@ STUDIES: dict[str, Study | PixelStudy] = {
         config=PIXEL,
         agents={
             "qt-pixels": {},
-            "qt-state": {
-                "observation": "state",
-                "augment": False,
-                "steps": QT_CPU.steps,
-                "batch_size": QT_CPU.batch_size,
-            },
+            "qt-state": STATE_REFERENCE,
             "bc-pixels": {"loss": "bc", "q_heads": 1, "successes_only": True},
             "qt-pixels-alpha-0.5": {"conservative_weight": 0.5},
         },
@@ -374,11 +378,7 @@ STUDIES: dict[str, Study | PixelStudy] = {
             "bc-lite0": {"loss": "bc", "q_heads": 1},
             "bc-success-lite0": {"loss": "bc", "q_heads": 1, "successes_only": True},
             "iql-lite0-features": {"baseline": "iql"},
-            "qt-state": {
-                "observation": "state",
-                "steps": QT_CPU.steps,
-                "batch_size": QT_CPU.batch_size,
-            },
+            "qt-state": STATE_REFERENCE,
             "qt-lite0-instruction-noise": {"instruction_noise": 0.5},
         },
         presets=("noisy", "suboptimal", "mixed"),

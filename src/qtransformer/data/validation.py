@@ -91,15 +91,13 @@ def first_non_finite(a: np.ndarray) -> tuple[int, ...] | None:
 
 
 def as_float(name: str, x: object, ndim: int, where: Where) -> np.ndarray:
-    """A finite float32 array of ``ndim`` dimensions (``(T, 1)`` is taken as ``(T,)``)."""
+    """A float32 array of ``ndim`` dimensions (``(T, 1)`` is taken as ``(T,)``); NaN and inf
+    are left to :func:`validate_arrays`, which checks every source once."""
     a = numeric(name, x, where).astype(np.float32)
     if ndim == 1 and a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
     if a.ndim != ndim:
         raise where.fail(name, f"must have {ndim} dimension(s), got shape {a.shape}")
-    at = first_non_finite(a)
-    if at is not None:
-        raise where.fail(name, f"contains NaN or inf at index {at}")
     return a
 
 
