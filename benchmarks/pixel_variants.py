@@ -33,10 +33,23 @@ VARIANTS = {
     "b10-t4": {"image_frozen_blocks": 10, "image_last_block": 10, "image_tokens": 4},
     "b10-t16": {"image_frozen_blocks": 10, "image_last_block": 10, "image_tokens": 16},
     "frozen-all-t16": {"image_frozen_blocks": 11, "image_last_block": 10, "image_tokens": 16},
+    "frozen-all-t16-norm": {
+        "image_frozen_blocks": 11,
+        "image_last_block": 10,
+        "image_tokens": 16,
+        "image_feature_norm": True,
+    },
+    "b10-t16-norm": {
+        "image_frozen_blocks": 10,
+        "image_last_block": 10,
+        "image_tokens": 16,
+        "image_feature_norm": True,
+    },
 }
 """``b<first>-<last>``: blocks fine-tuned with FiLM (the ones before are frozen and cached);
 ``frozen-all``: blocks 0-10 frozen, no FiLM, the instruction only through the task token;
-``t<k>``: tokens per frame."""
+``t<k>``: tokens per frame; ``-norm``: the trunk's output standardized per channel and
+position with the training frames' statistics."""
 
 
 @dataclass

@@ -239,3 +239,26 @@ def test_instruction_noise_moves_the_embedding_on_the_unit_sphere(tiny_arrays) -
         **{**CFG.__dict__, "task_features": "instruction", "instruction_noise": 0.5}
     )
     assert np.isfinite(qt.train(data, cfg).act(tiny_arrays["observations"][:2], task="b")).all()
+
+
+def test_bf16_update_stays_close_to_fp32_and_keeps_float32_state(tiny_arrays) -> None:
+    """Under bfloat16 autocast the logits, targets and loss stay float32 and the first
+    update's loss matches the float32 one to bfloat16's resolution; a fault in the cast
+    (a bf16 sigmoid, say) moves Q-values near 1 by whole steps of 1/256 and fails it."""
+    _, _, sampler, fp32 = setup(tiny_arrays)
+    _, _, _, bf16 = setup(tiny_arrays, precision="bf16")
+    bf16.model.load_state_dict(fp32.model.state_dict())
+    bf16.target.load_state_dict(fp32.target.state_dict())
+    batch = sampler.batch(torch.arange(len(sampler)))
+    with bf16._autocast():
+        q = bf16.model(batch.obs, batch.bins)
+    assert q.dtype == torch.float32
+    a, b = fp32.update(batch), bf16.update(batch)
+    assert np.isfinite(b["train/loss"])
+    assert abs(a["train/loss"] - b["train/loss"]) <= 0.02 * abs(a["train/loss"]) + 1e-4
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        qt.TrainConfig(**{**CFG.__dict__, "precision": "fp16"})

@@ -165,3 +165,42 @@ def test_baseline_on_frozen_trunk_features_acts_on_frames(pixel_data) -> None:
     torch.testing.assert_close(policy.trunk.prefix(torch.from_numpy(frames)).flatten(1), expected)
     with pytest.raises(ValueError, match="this policy reads frames"):
         policy.act(np.zeros((4, 6), np.float32), task="a")
+
+
+def test_feature_norm_standardizes_the_training_frames_features() -> None:
+    enc = PretrainedImageEncoder(
+        (SIZE, SIZE, 3), 16, 4, 0, frozen_blocks=8, last_block=7, feature_norm=True
+    )
+    enc.load_pretrained()
+    x = frames(64)
+    raw = enc.prefix(x[:, 0])  # frozen-all: the trunk's output is the prefix
+    enc.fit_feature_norm(raw.numpy())
+    z = (raw - enc.feature_mean) / enc.feature_std
+    np.testing.assert_allclose(z.mean(0).numpy(), 0.0, atol=1e-4)
+    # Unit deviation except where the floor (a tenth of the median deviation) lifted it.
+    std = raw.double().std(0)
+    floor = 0.1 * std.median()
+    lifted = std < floor
+    np.testing.assert_allclose(z.double().std(0)[~lifted].numpy(), 1.0, rtol=1e-4)
+    assert (z.double().std(0)[lifted] < 1).all()
+    # and the forward pass reads the standardized features
+    plain = PretrainedImageEncoder((SIZE, SIZE, 3), 16, 4, 0, frozen_blocks=8, last_block=7)
+    plain.load_state_dict(
+        {k: v for k, v in enc.state_dict().items() if not k.startswith("feature_")}
+    )
+    assert not torch.allclose(enc(x), plain(x))
+    with torch.no_grad():
+        enc.feature_mean.zero_()
+        enc.feature_std.fill_(1.0)
+    torch.testing.assert_close(enc(x), plain(x), rtol=0, atol=0)
+
+
+def test_feature_norm_is_fitted_in_training_and_saved(pixel_data, tmp_path) -> None:
+    cfg = qt.TrainConfig(**{**LITE, "image_feature_norm": True})
+    agent = qt.train(pixel_data, cfg, out_dir=tmp_path)
+    enc = agent.model.image_encoder
+    assert isinstance(enc, PretrainedImageEncoder) and enc.feature_norm
+    assert not torch.all(enc.feature_std == 1)  # fitted, not the identity
+    back = qt.load_agent(tmp_path / "agent")
+    obs = {"image": np.asarray(pixel_data.images[:5])}
+    np.testing.assert_array_equal(back.act(obs, task="b"), agent.act(obs, task="b"))

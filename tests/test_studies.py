@@ -50,6 +50,7 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "image_encoder": "scratch",
         "image_frozen_blocks": 11,
         "image_last_block": 15,
+        "image_feature_norm": False,
         "image_trunk_lr_scale": 0.1,
         "instruction_noise": 0.0,
         "augment": False,
@@ -63,6 +64,7 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "q_max": None,
         "seed": 0,
         "device": "auto",
+        "precision": "fp32",
         "log_every": 250,
         "checkpoint_every": 0,
     }

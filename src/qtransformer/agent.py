@@ -378,6 +378,7 @@ class Agent:
 
     def save(self, path: str | Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` into directory ``path`` atomically."""
+
         def write(tmp: Path) -> None:
             self.write_files(tmp)
 

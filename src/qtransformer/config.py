@@ -15,6 +15,7 @@ from qtransformer.model import (
     TaskFeatures,
 )
 
+PRECISIONS = ("fp32", "bf16")
 FLOAT32_MAX = 3.4028234663852886e38
 """Largest float32: values are scaled by q_max in float32 on the device."""
 
@@ -78,6 +79,10 @@ class TrainConfig:
     """'lite0': blocks run frozen, without FiLM (their output is computed once per frame)."""
     image_last_block: int = 15
     """'lite0': last EfficientNet block used (0..15); later blocks and the head are dropped."""
+    image_feature_norm: bool = False
+    """'lite0': standardize each channel and position of the trunk's output with the training
+    frames' mean and deviation (set once from the cached features, saved with the agent), as
+    state vectors are standardized."""
     image_trunk_lr_scale: float = 0.1
     """'lite0': learning rate of the fine-tuned pretrained blocks, relative to ``lr``."""
     instruction_noise: float = 0.0
@@ -109,6 +114,11 @@ class TrainConfig:
     """Seed of the network initialization and of batch sampling."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """'bf16': the networks' forward and backward passes under bfloat16 autocast (CPU and
+    CUDA); the logits are cast back to float32 before the sigmoid, and the targets, the loss
+    and the optimizer stay in float32, because bins' Q-values differ by less than bfloat16's
+    resolution near 1 (8 bits of mantissa: steps of 1/256 below 1)."""
     log_every: int = 100
     """Steps between logged metrics."""
     checkpoint_every: int = 0
@@ -145,6 +155,8 @@ class TrainConfig:
             raise ValueError(
                 f"grad_clip must be finite and >= 0 (0 disables it), got {self.grad_clip}"
             )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.image_encoder not in IMAGE_ENCODERS:
             raise ValueError(
                 f"image_encoder must be one of {IMAGE_ENCODERS}, got {self.image_encoder!r}"
@@ -228,6 +240,7 @@ class TrainConfig:
             image_encoder=self.image_encoder,
             image_frozen_blocks=self.image_frozen_blocks,
             image_last_block=self.image_last_block,
+            image_feature_norm=self.image_feature_norm,
         )
 
 

@@ -117,9 +117,10 @@ class Learner:
         images, next_images = self._images(b)
         if cfg.loss == "bc":
             return self._bc_update(b, task, images, metrics)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             target_q = self.target(b.obs, b.bins, task, images)  # (B, H, dA, N)
             next_q = self.target.first_dim_q(b.next_obs, task, next_images)  # (B, H, N)
+        with torch.no_grad():
             targets = per_dimension_targets(
                 target_q,
                 next_q,
@@ -127,7 +128,8 @@ class Learner:
                 b.bootstrap_discount,
                 b.mc_return / self.q_max if cfg.mc_lower_bound else None,
             )
-        q = self.net(b.obs, b.bins, task, images)  # (B, H, dA, N)
+        with self._autocast():
+            q = self.net(b.obs, b.bins, task, images)  # (B, H, dA, N), float32
         out = q_transformer_loss(
             q, b.bins, targets, b.td_valid, cfg.conservative_weight, cfg.conservative
         )
@@ -146,6 +148,13 @@ class Learner:
         ).tolist()  # one synchronization for all metrics
         names = ("loss", "td_loss", "conservative_loss", "q_data", "target", "grad_norm")
         return {f"train/{n}": v for n, v in zip(names, values, strict=True)}
+
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 autocast of the networks' passes when ``precision='bf16'``; the model
+        returns float32 logits, so targets, loss and optimizer stay in float32."""
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"
+        )
 
     def _task(self, ids: torch.Tensor) -> torch.Tensor:
         """Task ids, or with ``instruction_noise`` the instruction embeddings plus Gaussian
@@ -205,7 +214,8 @@ class Learner:
         images: torch.Tensor | None,
         metrics: bool,
     ) -> dict[str, float]:
-        logits = self.net(b.obs, b.bins, task, images, logits=True)  # (B, H, dA, N)
+        with self._autocast():
+            logits = self.net(b.obs, b.bins, task, images, logits=True)  # (B, H, dA, N)
         out = behaviour_cloning_loss(logits, b.bins)
         grad_norm = self._step(out.total)
         if not metrics:

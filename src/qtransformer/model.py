@@ -83,6 +83,8 @@ class ModelConfig:
     """'lite0': blocks run frozen and unmodulated (cacheable)."""
     image_last_block: int = 15
     """'lite0': last EfficientNet block used."""
+    image_feature_norm: bool = False
+    """'lite0': standardize the trunk's output with the training frames' statistics."""
 
     def __post_init__(self) -> None:
         # JSON gives lists back; the config is frozen and compared, so store tuples.
@@ -220,6 +222,7 @@ class QTransformer(nn.Module):
                 cfg.task_dim,
                 cfg.image_frozen_blocks,
                 cfg.image_last_block,
+                cfg.image_feature_norm,
             )
         elif cfg.uses_images:
             assert cfg.image_shape is not None  # checked by ModelConfig
@@ -349,7 +352,10 @@ class QTransformer(nn.Module):
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         """(B, L, D) hidden states -> (B, q_heads, L, N) logits."""
         B, L, _ = h.shape
-        return self.head(h).view(B, L, self.cfg.q_heads, self.cfg.n_bins).transpose(1, 2)
+        # float32 whatever the autocast precision: bins' Q-values near 1 differ by less than
+        # bfloat16 resolves after the sigmoid.
+        z = self.head(h).float()
+        return z.view(B, L, self.cfg.q_heads, self.cfg.n_bins).transpose(1, 2)
 
     def _q(self, h: torch.Tensor) -> torch.Tensor:
         """(B, L, D) hidden states -> (B, q_heads, L, N) normalized Q-values."""

@@ -271,7 +271,7 @@ def run_study(args: BenchArgs) -> list[str]:
     if isinstance(study, PixelStudy):
         from qtransformer.bench.runner_pixels import run_pixels
 
-        return run_pixels(study, work_of(args.work, study), args.jobs, args.max_cells)
+        return run_pixels(study, work_of(args.work, study), args.jobs, args.max_cells, args.out)
     profile = study.profile(PROFILES[args.profile])
     work = work_of(args.work, study)
     done = finished(work)

@@ -196,17 +196,33 @@ def run_agent(
     return record
 
 
+def committed_cells(study: PixelStudy, out: Path) -> set[tuple[str, str, int]]:
+    """The (agent, preset, seed) cells whose records are already in the study's committed
+    JSON under ``out``: a fresh clone resumes the study instead of training them again."""
+    path = out / study.tables[0]
+    if study.tables[0] == "vision.json" or not path.exists():
+        return set()
+    records = json.loads(path.read_text()).get("records", [])
+    return {(r["agent"], r["preset"], int(r["seed"])) for r in records}
+
+
 def run_pixels(
-    study: PixelStudy, work: Path, threads: int = 2, max_cells: int | None = None
+    study: PixelStudy,
+    work: Path,
+    threads: int = 2,
+    max_cells: int | None = None,
+    out: Path | None = None,
 ) -> list[str]:
-    """Train every (agent, preset, seed) that has no record yet (at most ``max_cells``), one
-    after the other on ``threads`` threads; returns the cells trained now."""
+    """Train every (agent, preset, seed) that has no record yet, neither in ``work`` nor
+    committed under ``out`` (at most ``max_cells``), one after the other on ``threads``
+    threads; returns the cells trained now."""
     import torch
 
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
     every = cells(study)
-    todo = [c for c in every if not result_path(study, work, *c).exists()]
+    skip = committed_cells(study, out) if out is not None else set()
+    todo = [c for c in every if c not in skip and not result_path(study, work, *c).exists()]
     log.info("%d cells finished before, %d to train", len(every) - len(todo), len(todo))
     todo = todo[:max_cells] if max_cells is not None else todo
     done = []

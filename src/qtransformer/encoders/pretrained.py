@@ -43,7 +43,14 @@ class PretrainedImageEncoder(nn.Module):
         frozen_blocks: Blocks run frozen and unmodulated (cacheable), 1..last_block + 1;
             the stem is always frozen.
         last_block: Last block run (0..15); later blocks and the 1280-wide head are dropped.
+        feature_norm: Standardize the trunk's output per channel and position with the
+            training frames' statistics (:meth:`fit_feature_norm`) before the projection, as
+            state vectors are: ImageNet's BatchNorm statistics leave the few features that
+            vary between frames of one scene (the arm, the object) small beside constant ones.
     """
+
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
 
     def __init__(
         self,
@@ -53,6 +60,7 @@ class PretrainedImageEncoder(nn.Module):
         cond_dim: int = 0,
         frozen_blocks: int = 11,
         last_block: int = 15,
+        feature_norm: bool = False,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3 or int(image_shape[2]) != 3:
@@ -84,6 +92,11 @@ class PretrainedImageEncoder(nn.Module):
             )
         self.proj = nn.Conv2d(channels[last_block], d_model, 1)
         H, W = self.image_shape[:2]
+        self.feature_norm = feature_norm
+        if feature_norm:
+            shape = (channels[last_block], *feature_size((H, W), last_block))
+            self.register_buffer("feature_mean", torch.zeros(shape))
+            self.register_buffer("feature_std", torch.ones(shape))
         self.prefix_shape = (channels[frozen_blocks - 1], *feature_size((H, W), frozen_blocks - 1))
         """``(C', h, w')`` of the frozen prefix's output for one frame (what a cache holds)."""
 
@@ -127,6 +140,28 @@ class PretrainedImageEncoder(nn.Module):
             out[start : start + len(chunk)] = self.prefix(chunk.to(device)).float().cpu().numpy()
         return out
 
+    @torch.no_grad()
+    def fit_feature_norm(self, prefix: np.ndarray, max_frames: int = 4096) -> None:
+        """Set the output standardization (``feature_norm=True``) from cached prefix features
+        ``(T, *prefix_shape)`` of the training frames: the trainable blocks (FiLM at its
+        identity) run on at most ``max_frames`` evenly spaced frames, then the mean and the
+        standard deviation of each channel and position are kept. A deviation below a tenth
+        of the median one is raised to it, so that a feature nearly constant in the data
+        does not blow up on a new frame."""
+        if not self.feature_norm:
+            raise ValueError("this encoder was built without feature_norm")
+        device = self.proj.weight.device
+        rows = np.linspace(0, len(prefix) - 1, min(len(prefix), max_frames)).astype(np.int64)
+        outs = []
+        for start in range(0, len(rows), 256):
+            x = torch.from_numpy(np.asarray(prefix[rows[start : start + 256]])).to(device)
+            outs.append(self.trunk.run_blocks(x, self.frozen_blocks, self.last_block + 1))
+        feats = torch.cat(outs).double()
+        std = feats.std(0)
+        floor = 0.1 * std.median().clamp_min(1e-6)
+        self.feature_mean.copy_(feats.mean(0).float())
+        self.feature_std.copy_(std.clamp_min(floor).float())
+
     def check(self, images: torch.Tensor, window: int) -> None:
         """Raise a ValueError naming the expected shape and dtype of a window of frames."""
         H, W, C = self.image_shape
@@ -165,6 +200,8 @@ class PretrainedImageEncoder(nn.Module):
                 return layers[i - first](y, cond_rows)  # (B w, C_i, h_i, w_i)
 
         x = self.trunk.run_blocks(x, self.frozen_blocks, self.last_block + 1, film)
+        if self.feature_norm:
+            x = (x - self.feature_mean) / self.feature_std
         x = F.adaptive_avg_pool2d(self.proj(x), self.grid)  # (B w, D, rows, cols)
         tokens = x.flatten(2).transpose(1, 2)  # (B w, k, D)
         return tokens.reshape(B, w * self.tokens_per_frame, -1)
