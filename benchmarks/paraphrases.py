@@ -129,6 +129,8 @@ def main(args: Args) -> None:
     have = {(r["agent"], r["preset"], r["seed"], r["wording"]) for r in records}
     for preset in args.presets.split(","):
         for name in args.agents.split(","):
+            if all((name, preset, args.seed, w) in have for w in WORDINGS):
+                continue
             folder = args.work / f"{name}-{preset}-seed{args.seed}-agent"
             if not folder.exists():
                 train_agent(study, name, preset, args.seed, args.work).save(folder)

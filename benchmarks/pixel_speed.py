@@ -39,6 +39,8 @@ class Args:
     threads: int = 2
     seconds: float = 5.0
     """Time each measurement runs."""
+    device: str = "cpu"
+    """'cpu' or 'cuda'."""
     out: Path = ROOT / "benchmarks" / "results"
 
 
@@ -66,12 +68,14 @@ def synthetic(T: int = 512) -> qt.OfflineDataset:
     return data
 
 
-def update_throughput(data: qt.OfflineDataset, cfg: qt.TrainConfig, seconds: float) -> float:
+def update_throughput(
+    data: qt.OfflineDataset, cfg: qt.TrainConfig, seconds: float, device: str = "cpu"
+) -> float:
     """Samples/s of full updates, the batch ready (for lite0 from cached prefix features)."""
     features = torch.from_numpy(np.asarray(data.instruction_embeddings))
     learner = Learner(
         cfg, data.obs_dim, data.action_dim, 1.0, 4, image_shape=(SIZE, SIZE, 3),
-        task_features=features,
+        task_features=features, device=device,
     )  # fmt: skip
     source = None
     if isinstance(learner.model.image_encoder, PretrainedImageEncoder):
@@ -81,7 +85,9 @@ def update_throughput(data: qt.OfflineDataset, cfg: qt.TrainConfig, seconds: flo
     sampler = TransitionSampler(
         data, disc, cfg.gamma, cfg.n_step, cfg.window, images=True, image_source=source
     )
-    batch = sampler.batch(np.arange(cfg.batch_size))
+    batch = sampler.batch(np.arange(cfg.batch_size)).to(device)
+    for _ in range(3):  # compilation, and the first calls after it
+        learner.update(batch, metrics=False)
     return throughput(partial(learner.update, batch, metrics=False), cfg.batch_size, seconds)
 
 
@@ -98,20 +104,29 @@ def main(args: Args) -> None:
         LITE0.image_last_block,
     )  # fmt: skip
     lite.load_pretrained()
+    dev = torch.device(args.device)
+    scratch, lite, frames, cond = scratch.to(dev), lite.to(dev), frames.to(dev), cond.to(dev)
     with torch.no_grad():
         act = {
             "scratch": throughput(lambda: scratch(frames, cond), 64, args.seconds),
             "lite0": throughput(lambda: lite(frames, cond), 64, args.seconds),
         }
         cache = throughput(lambda: lite.prefix(frames[:, 0]), 64, args.seconds)
+    variants = {
+        "qt scratch": replace(PIXEL, steps=10**6),
+        "qt lite0": replace(LITE0, steps=10**6),
+        "bc lite0": replace(LITE0, loss="bc", steps=10**6),
+        "qt lite0 bf16": replace(LITE0, steps=10**6, precision="bf16"),
+        "qt lite0 compiled": replace(LITE0, steps=10**6, compile=True),
+        "qt lite0 bf16 compiled": replace(LITE0, steps=10**6, precision="bf16", compile=True),
+    }
     train = {
-        "qt scratch": update_throughput(data, replace(PIXEL, steps=10**6), args.seconds),
-        "qt lite0": update_throughput(data, replace(LITE0, steps=10**6), args.seconds),
-        "bc lite0": update_throughput(data, replace(LITE0, loss="bc", steps=10**6), args.seconds),
+        name: update_throughput(data, cfg, args.seconds, args.device)
+        for name, cfg in variants.items()
     }
     out = {
         "command": "python benchmarks/pixel_speed.py " + " ".join(sys.argv[1:]),
-        "machine": machine_info(),
+        "machine": machine_info(torch.device(args.device)),
         "threads": args.threads,
         "load_average": os.getloadavg(),
         "act_frames_per_s_batch64": act,
@@ -138,6 +153,11 @@ def table(s: dict) -> str:
         f"{tuned} fine-tuned | {a['lite0']:.0f} | "
         f"{s['lite0_cache_frames_per_s_batch64']:.0f} | {t['qt lite0']:.0f} | "
         f"{t['bc lite0']:.0f} |\n"
+        + "".join(
+            f"| the same, {name.removeprefix('qt lite0 ')} | | | {t[name]:.0f} | |\n"
+            for name in ("qt lite0 bf16", "qt lite0 compiled", "qt lite0 bf16 compiled")
+            if name in t
+        )
     )
 
 

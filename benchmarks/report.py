@@ -37,32 +37,42 @@ def gridworld_section() -> str:
 def speed_section() -> str:
     s = json.loads((RESULTS / "speed.json").read_text())
     m, b = s["machine"], s["benchmark"]
+    peaks = {k: v["peak_gflops"] for k, v in s["matmul"].items()}
+    names = list(s["per_action_dim"][0]["train"]["variants"])
     lines = [
-        "| dA | train samples/s | GFLOP/step | util. % | decode B=1 kv / full (ms) "
-        "| decode B=256 kv / full (ms) |",
-        "|---|---|---|---|---|---|",
+        "| dA | " + " | ".join(f"train {n}: samples/s (util. %)" for n in names) + " |",
+        "|---|" + "---|" * len(names),
     ]
-    speedups = []
     for r in s["per_action_dim"]:
-        g = {(x["batch"], x["use_cache"]): x["median_ms"] for x in r["greedy"]}
+        v = r["train"]["variants"]
         lines.append(
-            f"| {r['action_dim']} | {r['train']['samples_per_s']:.0f} "
-            f"| {r['flops_per_step']['total'] / 1e9:.2f} | {r['utilization_pct']:.0f} "
-            f"| {g[(1, True)]:.1f} / {g[(1, False)]:.1f} "
-            f"| {g[(256, True)]:.0f} / {g[(256, False)]:.0f} |"
+            f"| {r['action_dim']} | "
+            + " | ".join(
+                f"{v[n]['samples_per_s']:.0f} ({v[n]['utilization_pct']:.0f})" for n in names
+            )
+            + " |"
         )
-        speedups.append(g[(256, False)] / g[(256, True)])
+    dec = list(dict.fromkeys((g["batch"], g["variant"]) for g in s["per_action_dim"][0]["greedy"]))
+    lines += [
+        "",
+        "| dA | " + " | ".join(f"decode B={bt} {n} (ms)" for bt, n in dec) + " |",
+        "|---|" + "---|" * len(dec),
+    ]
+    for r in s["per_action_dim"]:
+        g = {(x["batch"], x["variant"]): x["median_ms"] for x in r["greedy"]}
+        lines.append(f"| {r['action_dim']} | " + " | ".join(f"{g[c]:.1f}" for c in dec) + " |")
     return (
         f"**Speed** (N = {b['n_bins']} bins, d_model {b['d_model']}, {b['n_layers']} layers, "
         f"batch {b['batch_size']}; {m['cpu_model']}, {m['cpu_count']} cores, "
-        f"torch {m['torch']}, {m['torch_threads']} threads; utilization against a measured "
-        f"fp32 matmul peak of {s['matmul']['peak_gflops']:.0f} GFLOP/s):\n\n"
+        f"torch {m['torch']}, {m['torch_threads']} threads; all variants timed in turns in one "
+        "run; utilization against the measured matmul peak of the variant's precision: "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+        + "; `reference` is the update as it was before the speed work, rebuilt in the "
+        "benchmark; `compiled` is `TrainConfig(compile=True)` / `Agent.compile()`):\n\n"
         + "\n".join(lines)
         + f"\n\n`{Path(s['command'].split()[0]).name} {' '.join(s['command'].split()[1:])}`. "
-        f"At batch 256 the KV cache makes decoding {min(speedups):.1f}-{max(speedups):.1f}x "
-        "faster, more so as dA grows. "
-        "No GPU profile yet: no GPU was available when these were measured "
-        "(`benchmarks/speed.py --device cuda` produces one)."
+        "No GPU profile yet: no GPU was lent to us when these were measured "
+        "(`benchmarks/gpu_profile.sh` produces one in one sitting)."
     )
 
 

@@ -1,19 +1,25 @@
 """Speed benchmark of the Q-Transformer network.
 
-For each action dimensionality dA (default 4, 8 and 16, with N = 256 bins) it measures:
+For each action dimensionality dA (default 4, 8 and 16, with N = 256 bins) it measures, in one
+run and interleaved (one step of each variant in turn, so a busy shared machine slows them
+alike and the ratios hold):
 
-1. Training throughput: samples/s of ``Learner.update`` on random synthetic batches
-   (median step time over the timed steps; warm-up steps are excluded).
-2. Greedy decoding latency: ms per ``QTransformer.greedy`` call (median) at batch 1 and
-   batch 256, with the KV cache (``use_cache=True``) and without it, in eval mode under
-   ``torch.no_grad``.
+1. Training throughput: samples/s of ``Learner.update`` on random synthetic batches (median
+   step time over the timed steps; warm-up steps and compilation are excluded), for
+   ``TRAIN_VARIANTS``: the update as it was before the speed work (per-parameter AdamW and
+   target updates in Python: ``reference``), and today's in fp32 and bf16 autocast, eager and
+   ``torch.compile``-d.
+2. Greedy decoding latency: ms per call at batch 1 and batch 256, eager without and with the
+   KV cache, and compiled (``Agent.compile``: the whole decoding as one graph), in eval mode
+   under ``torch.no_grad``.
 3. Model FLOPs per training step, counted analytically (2*m*n*k per matmul): the online
    forward on the P + dA tokens, its backward (2x that forward), the target network's
    teacher-forced forward and its prefix-only ``first_dim_q`` forward. Attention scores and
    values count the full L x L matrix (causal masking is not subtracted) and the output head
    is counted on the tokens it is applied to. The achieved FLOP/s (FLOPs per step / median
-   step time) is compared with a measured fp32 ``torch.matmul`` peak of the same device.
-   As a cross-check, ``torch.utils.flop_counter.FlopCounterMode`` counts one step too.
+   step time) is compared with the measured ``torch.matmul`` peak of the precision used
+   (fp32 and bf16, same device, same run). As a cross-check, ``FlopCounterMode`` counts one
+   step too.
 
 The results (command line, machine, model, date and one entry per dA) go to a JSON file,
 and a table is printed at the end.
@@ -24,7 +30,7 @@ Run from the repository root:
     .venv/bin/python benchmarks/speed.py --device cuda --out benchmarks/results/speed_gpu.json
     .venv/bin/python benchmarks/speed.py --help
 
-The defaults take a few minutes on 2 CPU cores.
+The defaults take about 15 minutes on 2 CPU cores, most of it compiling.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -82,16 +88,26 @@ class BenchConfig:
     """Training batch size."""
     train_warmup: int = 20
     """Untimed training steps before the timed ones."""
-    train_steps: int = 150
-    """Timed training steps per dA."""
+    train_steps: int = 60
+    """Timed training steps per dA and variant."""
+    train_variants: tuple[str, ...] = (
+        "reference",
+        "fp32",
+        "fp32-compiled",
+        "bf16",
+        "bf16-compiled",
+    )
+    """Training variants (``TRAIN_VARIANTS``)."""
     decode_batches: tuple[int, ...] = (1, 256)
     """Batch sizes of the greedy-decoding latency measurement."""
     decode_warmup: int = 3
     """Untimed greedy calls before the timed ones."""
     decode_repeats: int = 30
-    """Timed greedy calls per (dA, batch, cache) setting."""
+    """Timed greedy calls per (dA, batch, variant) setting."""
+    decode_compiled: bool = True
+    """Also time compiled decoding (about a minute of compilation per dA and batch on a CPU)."""
     matmul_size: int = 2048
-    """Side of the square fp32 matmul that measures the peak FLOP/s."""
+    """Side of the square matmuls (fp32 and bf16) that measure the peak FLOP/s."""
     matmul_repeats: int = 10
     """Timed matmuls of the peak measurement."""
     device: str = "cpu"
@@ -165,6 +181,7 @@ def random_batch(mcfg: ModelConfig, batch_size: int, device: torch.device) -> Ba
         next_obs=torch.randn(B, w, mcfg.obs_dim, device=device),
         mc_return=torch.rand(B, device=device),
         td_valid=torch.rand(B, device=device) < 0.95,
+        task=torch.zeros(B, dtype=torch.long, device=device),
     )
 
 
@@ -204,40 +221,98 @@ def counted_step_flops(learner: Learner, batch: Batch) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_peak(cfg: BenchConfig, device: torch.device) -> dict[str, float | int]:
-    """fp32 GFLOP/s of a square matmul: best and median over the timed repeats."""
+def matmul_peak(cfg: BenchConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """GFLOP/s of a square matmul in ``dtype``: best and median over the timed repeats."""
     n = cfg.matmul_size
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     times = time_calls(lambda: torch.matmul(a, b), 2, cfg.matmul_repeats, device)
     flops = 2 * n**3
     return {
         "size": n,
-        "dtype": "float32",
+        "dtype": str(dtype).removeprefix("torch."),
         "peak_gflops": flops / min(times) / 1e9,
         "median_gflops": flops / statistics.median(times) / 1e9,
     }
 
 
-def bench_training(cfg: BenchConfig, mcfg: ModelConfig, device: torch.device) -> dict[str, Any]:
-    learner = Learner(train_config(cfg), mcfg.obs_dim, mcfg.action_dim, q_max=1.0, device=device)
+TRAIN_VARIANTS: dict[str, dict[str, Any]] = {
+    "reference": {"precision": "fp32", "compile": False},
+    "fp32": {"precision": "fp32", "compile": False},
+    "fp32-compiled": {"precision": "fp32", "compile": True},
+    "bf16": {"precision": "bf16", "compile": False},
+    "bf16-compiled": {"precision": "bf16", "compile": True},
+}
+"""``reference`` is the update as it was before the speed work, rebuilt here: AdamW looping
+over parameters in Python and the target network updated one parameter at a time."""
+
+
+def as_reference(learner: Learner) -> None:
+    """Turn ``learner`` into the pre-speed-work update (see ``TRAIN_VARIANTS``)."""
+    groups = [{k: v for k, v in g.items() if k != "fused"} for g in learner.optimizer.param_groups]
+    learner.optimizer = torch.optim.AdamW(groups, lr=learner.cfg.lr, foreach=False)
+
+    @torch.no_grad()
+    def update_target() -> None:
+        tau = learner.cfg.target_update_rate
+        for p_t, p in zip(learner.target.parameters(), learner.model.parameters(), strict=True):
+            p_t.lerp_(p, tau)
+        for b_t, b in zip(learner.target.buffers(), learner.model.buffers(), strict=True):
+            b_t.copy_(b)
+
+    learner._update_target = update_target  # type: ignore[method-assign]
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, timed in turns (one call of each per round)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def bench_training(
+    cfg: BenchConfig, mcfg: ModelConfig, device: torch.device, peaks: dict[str, float]
+) -> dict[str, Any]:
     batches = [random_batch(mcfg, cfg.batch_size, device) for _ in range(8)]
-    stream = itertools.cycle(batches)
-    times = time_calls(
-        lambda: learner.update(next(stream), metrics=False),
-        cfg.train_warmup,
-        cfg.train_steps,
-        device,
-    )
-    median = statistics.median(times)
-    return {
-        "batch_size": cfg.batch_size,
-        "step": summarize(times),
-        "samples_per_s": cfg.batch_size / median,
-        "steps_per_s": 1.0 / median,
-        "flops_counted_by_torch": counted_step_flops(learner, batches[0]),
-        "n_params": sum(p.numel() for p in learner.model.parameters()),
-    }
+    flops = train_step_flops(mcfg, cfg.batch_size)
+    fns, compile_s = {}, {}
+    for name in cfg.train_variants:
+        tcfg = replace(train_config(cfg), **TRAIN_VARIANTS[name])
+        learner = Learner(tcfg, mcfg.obs_dim, mcfg.action_dim, q_max=1.0, device=device)
+        if name == "reference":
+            as_reference(learner)
+        stream = itertools.cycle(batches)
+        start = time.perf_counter()
+        learner.update(next(stream), metrics=False)  # compiles, when it does
+        sync(device)
+        compile_s[name] = time.perf_counter() - start
+        fns[name] = lambda lr=learner, st=stream: lr.update(next(st), metrics=False)
+    times = interleaved(fns, cfg.train_warmup, cfg.train_steps, device)
+    out: dict[str, Any] = {"batch_size": cfg.batch_size, "variants": {}}
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        precision = TRAIN_VARIANTS[name]["precision"]
+        achieved = flops["total"] / median / 1e9
+        out["variants"][name] = {
+            **TRAIN_VARIANTS[name],
+            "step": summarize(ts),
+            "first_step_s": compile_s[name],
+            "samples_per_s": cfg.batch_size / median,
+            "achieved_gflops": achieved,
+            "utilization_pct": 100.0 * achieved / peaks[precision],
+        }
+    return out
 
 
 def bench_decoding(cfg: BenchConfig, mcfg: ModelConfig, device: torch.device) -> list[dict]:
@@ -246,40 +321,50 @@ def bench_decoding(cfg: BenchConfig, mcfg: ModelConfig, device: torch.device) ->
     results = []
     for batch in cfg.decode_batches:
         obs = torch.randn(batch, mcfg.window, mcfg.obs_dim, device=device)
-        for use_cache in (True, False):
-            with torch.no_grad():
-                times = time_calls(
-                    lambda o=obs, c=use_cache: model.greedy(o, use_cache=c),
-                    cfg.decode_warmup,
-                    cfg.decode_repeats,
-                    device,
-                )
+        fns: dict[str, Callable[[], object]] = {
+            "full": lambda o=obs: model.greedy(o, use_cache=False),
+            "kv": lambda o=obs: model.greedy(o),
+        }
+        compile_s = None
+        if cfg.decode_compiled:
+            mode = "reduce-overhead" if device.type == "cuda" else None
+            compiled = torch.compile(model.greedy, dynamic=False, mode=mode)
+            start = time.perf_counter()
+            same = torch.equal(compiled(obs)[0], model.greedy(obs)[0])
+            compile_s = time.perf_counter() - start
+            if not same:
+                raise RuntimeError(f"compiled decoding chose other bins (dA {mcfg.action_dim})")
+            fns["compiled"] = lambda o=obs, c=compiled: c(o)
+        times = interleaved(fns, cfg.decode_warmup, cfg.decode_repeats, device)
+        for name, ts in times.items():
             results.append(
                 {
                     "batch": batch,
-                    "use_cache": use_cache,
-                    "median_ms": 1e3 * statistics.median(times),
-                    "min_ms": 1e3 * min(times),
-                    "n": len(times),
+                    "variant": name,
+                    "use_cache": name != "full",
+                    "median_ms": 1e3 * statistics.median(ts),
+                    "min_ms": 1e3 * min(ts),
+                    "n": len(ts),
+                    **({"compile_s": compile_s} if name == "compiled" else {}),
                 }
             )
     return results
 
 
 def bench_action_dim(
-    cfg: BenchConfig, action_dim: int, peak_gflops: float, device: torch.device
+    cfg: BenchConfig, action_dim: int, peaks: dict[str, float], device: torch.device
 ) -> dict[str, Any]:
     mcfg = model_config(cfg, action_dim)
-    train = bench_training(cfg, mcfg, device)
-    flops = train_step_flops(mcfg, cfg.batch_size)
-    achieved = flops["total"] * train["steps_per_s"] / 1e9
     return {
         "action_dim": action_dim,
         "seq_len": mcfg.seq_len,
-        "train": train,
-        "flops_per_step": flops,
-        "achieved_gflops": achieved,
-        "utilization_pct": 100.0 * achieved / peak_gflops,
+        "n_params": sum(p.numel() for p in QTransformer(mcfg).parameters()),
+        "flops_per_step": train_step_flops(mcfg, cfg.batch_size),
+        "flops_counted_by_torch": counted_step_flops(
+            Learner(train_config(cfg), mcfg.obs_dim, mcfg.action_dim, 1.0, device=device),
+            random_batch(mcfg, cfg.batch_size, device),
+        ),
+        "train": bench_training(cfg, mcfg, device, peaks),
         "greedy": bench_decoding(cfg, mcfg, device),
     }
 
@@ -301,25 +386,30 @@ def fmt(x: float) -> str:
 
 
 def training_table(results: dict[str, Any]) -> Table:
-    matmul = results["matmul"]
+    peaks = results["matmul"]
     table = Table(
         box=box.SIMPLE_HEAD,
         title=f"Training, batch {results['benchmark']['batch_size']} "
         f"({results['machine']['device']})",
-        caption=f"util: % of the fp32 {matmul['size']}^2 matmul peak, "
-        f"{matmul['peak_gflops']:.1f} GFLOP/s",
+        caption="util: % of the matmul peak of the variant's precision ("
+        + ", ".join(f"{k} {v['peak_gflops']:.0f} GFLOP/s" for k, v in peaks.items())
+        + ")",
     )
-    for col in ("dA", "samples/s", "step ms", "GFLOP/step", "GFLOP/s", "util %"):
+    for col in ("dA", "variant", "samples/s", "x reference", "step ms", "GFLOP/s", "util %"):
         table.add_column(col, justify="right")
     for r in results["per_action_dim"]:
-        table.add_row(
-            str(r["action_dim"]),
-            f"{r['train']['samples_per_s']:.0f}",
-            fmt(1e3 * r["train"]["step"]["median_s"]),
-            f"{r['flops_per_step']['total'] / 1e9:.2f}",
-            f"{r['achieved_gflops']:.1f}",
-            f"{r['utilization_pct']:.1f}",
-        )
+        variants = r["train"]["variants"]
+        ref = variants.get("reference", {}).get("samples_per_s")
+        for name, v in variants.items():
+            table.add_row(
+                str(r["action_dim"]),
+                name,
+                f"{v['samples_per_s']:.0f}",
+                f"{v['samples_per_s'] / ref:.2f}" if ref else "",
+                fmt(1e3 * v["step"]["median_s"]),
+                f"{v['achieved_gflops']:.1f}",
+                f"{v['utilization_pct']:.1f}",
+            )
     return table
 
 
@@ -327,19 +417,16 @@ def greedy_table(results: dict[str, Any]) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
         title=f"Greedy decoding, ms per call ({results['machine']['device']})",
-        caption="kv: with the KV cache; full: without it",
+        caption="full: no KV cache; kv: with it; compiled: torch.compile of the whole decoding",
     )
     table.add_column("dA", justify="right")
-    batches = sorted({g["batch"] for g in results["per_action_dim"][0]["greedy"]})
-    for b in batches:
-        table.add_column(f"B={b} kv", justify="right")
-        table.add_column(f"B={b} full", justify="right")
+    first = results["per_action_dim"][0]["greedy"]
+    columns = list(dict.fromkeys((g["batch"], g["variant"]) for g in first))
+    for b, name in columns:
+        table.add_column(f"B={b} {name}", justify="right")
     for r in results["per_action_dim"]:
-        greedy = {(g["batch"], g["use_cache"]): g["median_ms"] for g in r["greedy"]}
-        cells = [str(r["action_dim"])]
-        for b in batches:
-            cells += [fmt(greedy[b, True]), fmt(greedy[b, False])]
-        table.add_row(*cells)
+        greedy = {(g["batch"], g["variant"]): g["median_ms"] for g in r["greedy"]}
+        table.add_row(str(r["action_dim"]), *(fmt(greedy[c]) for c in columns))
     return table
 
 
@@ -357,8 +444,12 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
-    matmul = matmul_peak(cfg, device)
-    per_dim = [bench_action_dim(cfg, dA, matmul["peak_gflops"], device) for dA in cfg.action_dims]
+    matmul = {
+        "fp32": matmul_peak(cfg, device, torch.float32),
+        "bf16": matmul_peak(cfg, device, torch.bfloat16),
+    }
+    peaks = {k: v["peak_gflops"] for k, v in matmul.items()}
+    per_dim = [bench_action_dim(cfg, dA, peaks, device) for dA in cfg.action_dims]
     results = {
         "command": shlex.join([sys.executable, *sys.argv]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -65,6 +65,7 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "seed": 0,
         "device": "auto",
         "precision": "fp32",
+        "compile": False,
         "log_every": 250,
         "checkpoint_every": 0,
     }

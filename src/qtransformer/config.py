@@ -119,6 +119,9 @@ class TrainConfig:
     CUDA); the logits are cast back to float32 before the sigmoid, and the targets, the loss
     and the optimizer stay in float32, because bins' Q-values differ by less than bfloat16's
     resolution near 1 (8 bits of mantissa: steps of 1/256 below 1)."""
+    compile: bool = False
+    """``torch.compile`` the update's passes and loss into one graph: faster steps after a
+    one-time compilation of about a minute (benchmarks/speed.py measures both)."""
     log_every: int = 100
     """Steps between logged metrics."""
     checkpoint_every: int = 0

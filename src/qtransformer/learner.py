@@ -13,7 +13,12 @@ from qtransformer.config import TrainConfig
 from qtransformer.data.sampler import Batch
 from qtransformer.encoders import random_shift
 from qtransformer.encoders.pretrained import PretrainedImageEncoder
-from qtransformer.loss import behaviour_cloning_loss, per_dimension_targets, q_transformer_loss
+from qtransformer.loss import (
+    LossOutput,
+    behaviour_cloning_loss,
+    per_dimension_targets,
+    q_transformer_loss,
+)
 from qtransformer.model import QTransformer
 
 
@@ -98,7 +103,16 @@ class Learner:
                             "lr_scale": scale,
                         }
                     )
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        # The fused kernel updates every parameter in one call (CPU and CUDA); the default
+        # loops over parameters in Python on the CPU.
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
+        self._online_params: list[torch.Tensor] = list(self.model.parameters())
+        self._target_params: list[torch.Tensor] = list(self.target.parameters())
+        self._q_losses = self._q_losses_eager
+        if cfg.compile:
+            # One graph for both target passes, the targets, the online pass and the loss;
+            # shapes are static (fixed batch), so it compiles once.
+            self._q_losses = torch.compile(self._q_losses_eager, dynamic=False)
         self.step = 0
         self.last_loss: torch.Tensor | None = None
         """Loss of the latest update, detached and on the device (reading it syncs)."""
@@ -117,22 +131,7 @@ class Learner:
         images, next_images = self._images(b)
         if cfg.loss == "bc":
             return self._bc_update(b, task, images, metrics)
-        with torch.no_grad(), self._autocast():
-            target_q = self.target(b.obs, b.bins, task, images)  # (B, H, dA, N)
-            next_q = self.target.first_dim_q(b.next_obs, task, next_images)  # (B, H, N)
-        with torch.no_grad():
-            targets = per_dimension_targets(
-                target_q,
-                next_q,
-                b.reward_sum / self.q_max,
-                b.bootstrap_discount,
-                b.mc_return / self.q_max if cfg.mc_lower_bound else None,
-            )
-        with self._autocast():
-            q = self.net(b.obs, b.bins, task, images)  # (B, H, dA, N), float32
-        out = q_transformer_loss(
-            q, b.bins, targets, b.td_valid, cfg.conservative_weight, cfg.conservative
-        )
+        out = self._q_losses(b, task, images, next_images)
         grad_norm = self._step(out.total)
         if not metrics:
             return {}
@@ -148,6 +147,33 @@ class Learner:
         ).tolist()  # one synchronization for all metrics
         names = ("loss", "td_loss", "conservative_loss", "q_data", "target", "grad_norm")
         return {f"train/{n}": v for n, v in zip(names, values, strict=True)}
+
+    def _q_losses_eager(
+        self,
+        b: Batch,
+        task: torch.Tensor | None,
+        images: torch.Tensor | None,
+        next_images: torch.Tensor | None,
+    ) -> LossOutput:
+        """The target network's passes, the per-dimension targets, the online pass and the
+        loss: what ``compile=True`` compiles into one graph."""
+        cfg = self.cfg
+        with torch.no_grad(), self._autocast():
+            target_q = self.target(b.obs, b.bins, task, images)  # (B, H, dA, N)
+            next_q = self.target.first_dim_q(b.next_obs, task, next_images)  # (B, H, N)
+        with torch.no_grad():
+            targets = per_dimension_targets(
+                target_q,
+                next_q,
+                b.reward_sum / self.q_max,
+                b.bootstrap_discount,
+                b.mc_return / self.q_max if cfg.mc_lower_bound else None,
+            )
+        with self._autocast():
+            q = self.net(b.obs, b.bins, task, images)  # (B, H, dA, N), float32
+        return q_transformer_loss(
+            q, b.bins, targets, b.td_valid, cfg.conservative_weight, cfg.conservative
+        )
 
     def _autocast(self) -> torch.autocast:
         """bfloat16 autocast of the networks' passes when ``precision='bf16'``; the model
@@ -227,7 +253,7 @@ class Learner:
     @torch.no_grad()
     def _update_target(self) -> None:
         tau = self.cfg.target_update_rate
-        for p_t, p in zip(self.target.parameters(), self.model.parameters(), strict=True):
-            p_t.lerp_(p, tau)
+        # One multi-tensor call instead of one per parameter (Python time on small networks).
+        torch._foreach_lerp_(self._target_params, self._online_params, tau)
         for b_t, b in zip(self.target.buffers(), self.model.buffers(), strict=True):
             b_t.copy_(b)

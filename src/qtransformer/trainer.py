@@ -141,7 +141,7 @@ def _init_distributed(device_name: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-RESUMABLE_CHANGES = ("device", "precision", "log_every", "checkpoint_every", "steps")
+RESUMABLE_CHANGES = ("device", "precision", "compile", "log_every", "checkpoint_every", "steps")
 """Settings a resumed run may change; any other difference is a different run. ``steps``
 extends (or shortens) a run; the learning-rate schedule then spans the new total."""
 

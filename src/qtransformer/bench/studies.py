@@ -47,8 +47,15 @@ EXPLORATION: dict[str, dict[str, Any]] = {
 }
 """Changes to :data:`EXPLORE_BASE`, one at a time, then combined: training length,
 learning-rate decay, coarser bins, dropout and the conservative weight."""
+SPEED_VARIANTS: dict[str, dict[str, Any]] = {
+    "qt-bf16": {"precision": "bf16"},
+    "qt-compiled": {"compile": True},
+}
+"""The profile's Q-Transformer in bf16 autocast, and compiled: what the faster settings do to
+learning and to a cell's time (``benchmarks/precision.py``)."""
 VARIANTS: dict[str, dict[str, Any]] = {
     **ABLATIONS,
+    **SPEED_VARIANTS,
     **{name: {**EXPLORE_BASE, **change} for name, change in EXPLORATION.items()},
 }
 """Every Q-Transformer variant, as changes to the profile's Q-Transformer (``steps`` among
