@@ -54,7 +54,10 @@ class Args:
     """Profiled calls per scenario (after 5 untimed ones)."""
     top: int = 15
     """Operators kept per scenario."""
-    scenarios: str = "train-fp32,train-bf16,decode-b1,decode-b256,pixels"
+    scenarios: str = (
+        "train-fp32,train-bf16,train-bf16-compiled,decode-b1,decode-b1-compiled,decode-b256,"
+        "decode-b256-compiled,pixels,pixels-bf16-compiled"
+    )
     out: Path = RESULTS / "op_profile.json"
     """JSON results (a markdown table is written beside it, ``.md``)."""
 
@@ -77,8 +80,9 @@ BENCH = TrainConfig(batch_size=128, n_bins=256, d_model=128, n_layers=4, n_heads
 """The speed benchmark's network and batch."""
 
 
-def train_call(precision: str, device: torch.device) -> Callable[[], Any]:
-    learner = Learner(replace(BENCH, precision=precision), 39, 8, q_max=1.0, device=device)
+def train_call(precision: str, compile: bool, device: torch.device) -> Callable[[], Any]:
+    cfg = replace(BENCH, precision=precision, compile=compile)
+    learner = Learner(cfg, 39, 8, q_max=1.0, device=device)
     batches = [state_batch(128, 8, 256, device) for _ in range(4)]
     state = {"i": 0}
 
@@ -89,17 +93,21 @@ def train_call(precision: str, device: torch.device) -> Callable[[], Any]:
     return call
 
 
-def decode_call(batch: int, device: torch.device) -> Callable[[], Any]:
+def decode_call(batch: int, compile: bool, device: torch.device) -> Callable[[], Any]:
     torch.manual_seed(0)
     model = QTransformer(BENCH.model_config(39, 8)).to(device).eval()
     obs = torch.randn(batch, 1, 39, device=device)
-    return lambda: model.greedy(obs)
+    greedy = model.greedy
+    if compile:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        greedy = torch.compile(model.greedy, dynamic=False, mode=mode)
+    return lambda: greedy(obs)
 
 
-def pixels_call(device: torch.device) -> Callable[[], Any]:
+def pixels_call(precision: str, compile: bool, device: torch.device) -> Callable[[], Any]:
     """The pixel study's update on random cached features (the trunk's weights do not change
     the cost), 4 tasks with 384-wide instruction embeddings, 4 action dims."""
-    cfg = replace(LITE0, device=str(device))
+    cfg = replace(LITE0, device=str(device), precision=precision, compile=compile)
     tasks = torch.nn.functional.normalize(torch.randn(4, 384), dim=1)
     learner = Learner(cfg, 39, 4, 1.0, 4, device, image_shape=(64, 64, 3), task_features=tasks)
     encoder = learner.model.image_encoder
@@ -127,12 +135,16 @@ def pixels_call(device: torch.device) -> Callable[[], Any]:
 
 
 def scenario(name: str, device: torch.device) -> Callable[[], Any]:
-    if name.startswith("train-"):
-        return train_call(name.split("-")[1], device)
-    if name.startswith("decode-b"):
-        return decode_call(int(name.removeprefix("decode-b")), device)
-    if name == "pixels":
-        return pixels_call(device)
+    """``train-{fp32,bf16}``, ``decode-b{batch}``, ``pixels`` or ``pixels-bf16``, each with
+    ``-compiled`` for its ``torch.compile``-d form."""
+    compile = name.endswith("-compiled")
+    base = name.removesuffix("-compiled")
+    if base.startswith("train-"):
+        return train_call(base.removeprefix("train-"), compile, device)
+    if base.startswith("decode-b"):
+        return decode_call(int(base.removeprefix("decode-b")), compile, device)
+    if base in ("pixels", "pixels-bf16"):
+        return pixels_call("bf16" if base.endswith("bf16") else "fp32", compile, device)
     raise ValueError(f"unknown scenario {name!r}")
 
 

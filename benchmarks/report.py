@@ -293,6 +293,21 @@ def pretrained_section() -> str:
             f"{sp['machine']['torch']}; both encoders in one run, so the ratios hold):\n\n"
             + (RESULTS / "pixel_speed.md").read_text().strip()
         )
+    extra = ""
+    if (RESULTS / "paraphrases.md").exists():
+        extra += (
+            "\n\nHeld-out wordings (`python benchmarks/paraphrases.py`: three sets of new "
+            "instructions per task, casual, formal and terse, written for this test and never "
+            "trained on; 25 episodes per task and set; `noisy`, seed 2):\n\n"
+            + (RESULTS / "paraphrases.md").read_text().strip()
+        )
+    if (RESULTS / "data_curve.md").exists():
+        extra += (
+            "\n\nData curve (`python benchmarks/data_curve.py`: `noisy` seed 3, a seed outside "
+            "the study's, training on the first k episodes per task, 25 evaluation episodes "
+            "per task): "
+            + (RESULTS / "data_curve.md").read_text().strip()
+        )
     d = v["datasets"][0]
     return (
         "**From pixels and instructions, pretrained** (`qtransformer bench --study pretrained`: "
@@ -305,6 +320,7 @@ def pretrained_section() -> str:
         + pretrained_table(v).strip()
         + "\n\n"
         + " ".join(verdict)
+        + extra
         + speed
     )
 

@@ -104,6 +104,10 @@ class BenchConfig:
     """Untimed greedy calls before the timed ones."""
     decode_repeats: int = 30
     """Timed greedy calls per (dA, batch, variant) setting."""
+    iql_steps: int = 400
+    """Training steps of the Q-Transformer / IQL comparison (0 skips it)."""
+    iql_skip: int = 100
+    """Steps left out of that comparison's timing (warm-up, compilation)."""
     decode_compiled: bool = True
     """Also time compiled decoding (about a minute of compilation per dA and batch on a CPU)."""
     matmul_size: int = 2048
@@ -369,6 +373,54 @@ def bench_action_dim(
     }
 
 
+def step_rate(stamps: list[float], skip: int) -> float:
+    """Steps per second between the ``skip``-th callback and the last one."""
+    return (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
+
+
+def bench_vs_iql(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
+    """Training steps/s of the ``cpu`` grid's Q-Transformer (its network, 4 action dims, the
+    fp32 and the fastest setting) and of d3rlpy's IQL as the grid runs it, both at the same
+    batch on the same synthetic data, sampling included, timed from step ``iql_skip`` on."""
+    import numpy as np
+
+    import qtransformer as qt
+    from qtransformer.baselines import train_baseline
+    from qtransformer.bench.studies import QT_CPU
+
+    rng = np.random.default_rng(cfg.seed)
+    T = 4000
+    ends = np.zeros(T, bool)
+    ends[49::50] = True
+    data = qt.OfflineDataset.from_arrays(
+        observations=rng.normal(size=(T, 39)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+        rewards=(ends & (rng.random(T) < 0.5)).astype(np.float32),
+        terminals=ends,
+        timeouts=np.zeros(T, bool),
+    )
+    steps, skip = cfg.iql_steps, cfg.iql_skip
+    out: dict[str, Any] = {"batch_size": QT_CPU.batch_size, "steps": steps, "timed_from": skip}
+    for name, change in (("qt", {}), ("qt-bf16-compiled", {"precision": "bf16", "compile": True})):
+        stamps: list[float] = []
+        qcfg = replace(QT_CPU, steps=steps, device=str(device), log_every=10**9, **change)
+        qt.train(data, qcfg, callback=lambda *_, st=stamps: st.append(time.perf_counter()))
+        out[f"{name}_steps_per_s"] = step_rate(stamps, skip)
+    stamps = []
+    train_baseline(
+        "iql",
+        data,
+        steps,
+        device=str(device),
+        batch_size=QT_CPU.batch_size,
+        callback=lambda *_: stamps.append(time.perf_counter()),
+    )
+    out["iql_steps_per_s"] = step_rate(stamps, skip)
+    for name in ("qt", "qt-bf16-compiled"):
+        out[f"{name}_step_over_iql_step"] = out["iql_steps_per_s"] / out[f"{name}_steps_per_s"]
+    return out
+
+
 def git_revision() -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(
@@ -434,6 +486,15 @@ def print_tables(results: dict[str, Any]) -> None:
     console = Console()
     console.print(training_table(results))
     console.print(greedy_table(results))
+    if results.get("vs_iql"):
+        v = results["vs_iql"]
+        console.print(
+            f"Grid network, batch {v['batch_size']}: Q-Transformer {v['qt_steps_per_s']:.1f} "
+            f"steps/s (bf16 compiled {v['qt-bf16-compiled_steps_per_s']:.1f}), IQL "
+            f"{v['iql_steps_per_s']:.1f}: a Q-Transformer step costs "
+            f"{v['qt_step_over_iql_step']:.2f} IQL steps "
+            f"({v['qt-bf16-compiled_step_over_iql_step']:.2f} bf16 compiled)"
+        )
 
 
 def main(cfg: BenchConfig) -> dict[str, Any]:
@@ -450,6 +511,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     }
     peaks = {k: v["peak_gflops"] for k, v in matmul.items()}
     per_dim = [bench_action_dim(cfg, dA, peaks, device) for dA in cfg.action_dims]
+    vs_iql = bench_vs_iql(cfg, device) if cfg.iql_steps > 0 else None
     results = {
         "command": shlex.join([sys.executable, *sys.argv]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -463,6 +525,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
         },
         "matmul": matmul,
         "per_action_dim": per_dim,
+        "vs_iql": vs_iql,
         "wall_time_s": time.perf_counter() - started,
     }
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
