@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,6 +32,9 @@ from qtransformer.encoders import ImageEncoder, PretrainedImageEncoder
 from qtransformer.learner import Learner
 from qtransformer.machine import machine_info, throughput
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import as_reference, interleaved  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64
 
@@ -38,7 +43,9 @@ SIZE = 64
 class Args:
     threads: int = 2
     seconds: float = 5.0
-    """Time each measurement runs."""
+    """Time each acting measurement runs."""
+    rounds: int = 20
+    """Timed rounds of the training updates (one update of each variant per round, in turns)."""
     device: str = "cpu"
     """'cpu' or 'cuda'."""
     out: Path = ROOT / "benchmarks" / "results"
@@ -68,15 +75,19 @@ def synthetic(T: int = 512) -> qt.OfflineDataset:
     return data
 
 
-def update_throughput(
-    data: qt.OfflineDataset, cfg: qt.TrainConfig, seconds: float, device: str = "cpu"
-) -> float:
-    """Samples/s of full updates, the batch ready (for lite0 from cached prefix features)."""
+def update_call(
+    data: qt.OfflineDataset, cfg: qt.TrainConfig, device: str, reference: bool = False
+) -> Callable[[], object]:
+    """One full update, the batch ready (for lite0 from cached prefix features), after the
+    first calls (compilation, when there is one). ``reference``: the update as it was before
+    the speed work (speed.py's ``as_reference``)."""
     features = torch.from_numpy(np.asarray(data.instruction_embeddings))
     learner = Learner(
         cfg, data.obs_dim, data.action_dim, 1.0, 4, image_shape=(SIZE, SIZE, 3),
         task_features=features, device=device,
     )  # fmt: skip
+    if reference:
+        as_reference(learner)
     source = None
     if isinstance(learner.model.image_encoder, PretrainedImageEncoder):
         assert data.images is not None
@@ -86,9 +97,9 @@ def update_throughput(
         data, disc, cfg.gamma, cfg.n_step, cfg.window, images=True, image_source=source
     )
     batch = sampler.batch(np.arange(cfg.batch_size)).to(device)
-    for _ in range(3):  # compilation, and the first calls after it
+    for _ in range(3):
         learner.update(batch, metrics=False)
-    return throughput(partial(learner.update, batch, metrics=False), cfg.batch_size, seconds)
+    return partial(learner.update, batch, metrics=False)
 
 
 def main(args: Args) -> None:
@@ -113,6 +124,7 @@ def main(args: Args) -> None:
         }
         cache = throughput(lambda: lite.prefix(frames[:, 0]), 64, args.seconds)
     variants = {
+        "qt lite0 reference": replace(LITE0, steps=10**6),
         "qt scratch": replace(PIXEL, steps=10**6),
         "qt lite0": replace(LITE0, steps=10**6),
         "bc lite0": replace(LITE0, loss="bc", steps=10**6),
@@ -120,10 +132,13 @@ def main(args: Args) -> None:
         "qt lite0 compiled": replace(LITE0, steps=10**6, compile=True),
         "qt lite0 bf16 compiled": replace(LITE0, steps=10**6, precision="bf16", compile=True),
     }
-    train = {
-        name: update_throughput(data, cfg, args.seconds, args.device)
+    calls = {
+        name: update_call(data, cfg, args.device, reference=name.endswith("reference"))
         for name, cfg in variants.items()
     }
+    # In turns, so a busy shared machine slows every variant alike and the ratios hold.
+    times = interleaved(calls, 0, args.rounds, torch.device(args.device))
+    train = {name: variants[name].batch_size / statistics.median(ts) for name, ts in times.items()}
     out = {
         "command": "python benchmarks/pixel_speed.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(torch.device(args.device)),
@@ -154,9 +169,16 @@ def table(s: dict) -> str:
         f"{s['lite0_cache_frames_per_s_batch64']:.0f} | {t['qt lite0']:.0f} | "
         f"{t['bc lite0']:.0f} |\n"
         + "".join(
-            f"| the same, {name.removeprefix('qt lite0 ')} | | | {t[name]:.0f} | |\n"
+            f"| the same, {name.removeprefix('qt lite0 ')} | | | {t[name]:.0f} "
+            f"({t[name] / t['qt lite0 reference']:.2f}x the reference) | |\n"
             for name in ("qt lite0 bf16", "qt lite0 compiled", "qt lite0 bf16 compiled")
-            if name in t
+            if name in t and "qt lite0 reference" in t
+        )
+        + (
+            f"| the same, the update before the speed work (reference) | | | "
+            f"{t['qt lite0 reference']:.0f} | |\n"
+            if "qt lite0 reference" in t
+            else ""
         )
     )
 

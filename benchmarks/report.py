@@ -61,6 +61,23 @@ def speed_section() -> str:
     for r in s["per_action_dim"]:
         g = {(x["batch"], x["variant"]): x["median_ms"] for x in r["greedy"]}
         lines.append(f"| {r['action_dim']} | " + " | ".join(f"{g[c]:.1f}" for c in dec) + " |")
+    tail = ""
+    v = s.get("vs_iql")
+    if v:
+        tail += (
+            f" On the `cpu` grid's network (batch {v['batch_size']}, 4 action dims, sampling "
+            f"included, same synthetic data) a Q-Transformer step costs "
+            f"{v['qt_step_over_iql_step']:.2f} d3rlpy IQL steps in fp32 "
+            f"({v['qt_steps_per_s']:.0f} against {v['iql_steps_per_s']:.0f} steps/s) and "
+            f"{v['qt-bf16-compiled_step_over_iql_step']:.2f} in bf16, compiled."
+        )
+    if (RESULTS / "precision.md").exists():
+        tail += (
+            "\n\nWhat the speed settings do to learning (`python benchmarks/precision.py`: the "
+            "`cpu` grid's Q-Transformer cell on `push-v3` `noisy`, 3 seeds, 50 evaluation "
+            "episodes, beside IQL's cell; seconds per cell, training and evaluation, one other "
+            "job on the second core):\n\n" + (RESULTS / "precision.md").read_text().strip()
+        )
     return (
         f"**Speed** (N = {b['n_bins']} bins, d_model {b['d_model']}, {b['n_layers']} layers, "
         f"batch {b['batch_size']}; {m['cpu_model']}, {m['cpu_count']} cores, "
@@ -72,7 +89,7 @@ def speed_section() -> str:
         + "\n".join(lines)
         + f"\n\n`{Path(s['command'].split()[0]).name} {' '.join(s['command'].split()[1:])}`. "
         "No GPU profile yet: no GPU was lent to us when these were measured "
-        "(`benchmarks/gpu_profile.sh` produces one in one sitting)."
+        "(`benchmarks/gpu_profile.sh` produces one in one sitting)." + tail
     )
 
 
@@ -305,8 +322,7 @@ def pretrained_section() -> str:
         extra += (
             "\n\nData curve (`python benchmarks/data_curve.py`: `noisy` seed 3, a seed outside "
             "the study's, training on the first k episodes per task, 25 evaluation episodes "
-            "per task): "
-            + (RESULTS / "data_curve.md").read_text().strip()
+            "per task): " + (RESULTS / "data_curve.md").read_text().strip()
         )
     d = v["datasets"][0]
     return (

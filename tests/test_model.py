@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +197,24 @@ def test_image_model_inputs_are_checked() -> None:
         model(None, bins, features, images)
     with pytest.raises(ValueError, match="needs image_shape"):
         ModelConfig(obs_dim=3, action_dim=2, observation="image")
+
+
+@pytest.mark.parametrize("L,S", [(7, 7), (1, 6), (3, 8)])
+def test_short_attention_matches_a_numpy_reference(L: int, S: int) -> None:
+    """The broadcast attention the compiled model uses: queries are the last L of S
+    positions and see every key up to their own position."""
+    from qtransformer.model import _short_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 4, generator=g, dtype=torch.float64) for n in (L, S, S))
+    got = _short_attention(q, k, v, 0.0).numpy()
+    qn, kn, vn = q.numpy(), k.numpy(), v.numpy()
+    want = np.zeros_like(got)
+    for b in range(2):
+        for h in range(3):
+            for i in range(L):
+                pos = S - L + i  # the query's own position
+                s = kn[b, h, : pos + 1] @ qn[b, h, i] / 2.0  # sqrt(head dim 4)
+                w = np.exp(s - s.max())
+                want[b, h, i] = (w / w.sum()) @ vn[b, h, : pos + 1]
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
