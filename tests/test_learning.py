@@ -67,8 +67,15 @@ def test_per_dimension_q_matches_value_iteration_with_full_coverage() -> None:
     rand = collect(
         SPEC, lambda c, rng: tuple(rng.integers(-1, 2, size=2)), 600, seed=0, starts=cells
     )
+    # A decaying rate: at a constant one, Q still moves by about 0.1 at step 1500 and whether
+    # it lands within 0.05 depends on the seed (seed 2 missed by 0.12); decayed, seeds 0-2
+    # all land within 0.03.
     cfg = qt.TrainConfig(
-        steps=1500, n_bins=3, conservative_weight=0.0, mc_lower_bound=False, **FAST
+        steps=1500,
+        n_bins=3,
+        conservative_weight=0.0,
+        mc_lower_bound=False,
+        **{**FAST, "lr_schedule": "cosine"},
     )
     agent = qt.train(bounds(rand), cfg)
     q1, q2 = per_dimension_q(value_iteration(SPEC, GAMMA))
