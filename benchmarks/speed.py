@@ -10,8 +10,9 @@ alike and the ratios hold):
    target updates in Python: ``reference``), and today's in fp32 and bf16 autocast, eager and
    ``torch.compile``-d.
 2. Greedy decoding latency: ms per call at batch 1 and batch 256, eager without and with the
-   KV cache, and compiled (``Agent.compile``: the whole decoding as one graph), in eval mode
-   under ``torch.no_grad``.
+   KV cache, and compiled (the whole decoding as one graph, with Python between its kernels;
+   ``Agent.compile`` also runs it from inductor's C++ wrapper on a CPU, which
+   ``benchmarks/decode_latency.py`` measures), in eval mode under ``torch.no_grad``.
 3. Model FLOPs per training step, counted analytically (2*m*n*k per matmul): the online
    forward on the P + dA tokens, its backward (2x that forward), the target network's
    teacher-forced forward and its prefix-only ``first_dim_q`` forward. Attention scores and
