@@ -175,7 +175,8 @@ def table(s: dict) -> str:
             if name in t and "qt lite0 reference" in t
         )
         + (
-            f"| the same, the update before the speed work (reference) | | | "
+            f"| the same, with AdamW and the target update as before the speed work "
+            f"(reference; the encoder's channels-last order applies to it too) | | | "
             f"{t['qt lite0 reference']:.0f} | |\n"
             if "qt lite0 reference" in t
             else ""

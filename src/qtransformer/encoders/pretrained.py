@@ -186,7 +186,10 @@ class PretrainedImageEncoder(nn.Module):
             x = self.prefix(images.reshape(B * w, *self.image_shape))  # (B w, C', h, w')
         else:
             x = images.reshape(B * w, *self.prefix_shape)
-        x = x.to(self.proj.weight.dtype)
+        # Channels-last: the CPU's convolution kernels (forward and backward) run about 1.2x
+        # faster on the fine-tuned blocks' small maps (benchmarks/pixel_speed.py); the values
+        # are the same, only the memory order changes.
+        x = x.to(self.proj.weight.dtype).contiguous(memory_format=torch.channels_last)
         c = None
         if self.film is not None:
             if cond is None:
