@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import tyro
 
+from qtransformer.bench.jsonl import append_jsonl, read_jsonl
 from qtransformer.bench.runner_pixels import (
     agent_config,
     dataset,
@@ -101,14 +102,16 @@ def main(args: Args) -> None:
     base = STUDIES["pretrained"]
     assert isinstance(base, PixelStudy)
     study = replace(base, episodes_per_task=sizes[-1], eval_episodes=args.episodes)
-    full = dataset(study, args.work, args.preset, args.seed)
     out = RESULTS / "data_curve.jsonl"
-    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    records = read_jsonl(out)
     have = {(r["agent"], r["per_task"], r["preset"], r["seed"]) for r in records}
+    full = None  # collected (or opened) only when a point is missing
     for k in sizes:
         for name in args.agents.split(","):
             if (name, k, args.preset, args.seed) in have:
                 continue
+            if full is None:
+                full = dataset(study, args.work, args.preset, args.seed)
             data = first_per_task(full, k)
             if trains_on_successes(study, name):
                 data = successes_only(data)
@@ -136,8 +139,7 @@ def main(args: Args) -> None:
                 "machine": machine_info(),
             }
             print(json.dumps({k2: record[k2] for k2 in ("agent", "per_task", "mean")}), flush=True)
-            with open(out, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(out, record)
             records.append(record)
     (RESULTS / "data_curve.md").write_text(summarize(records))
 

@@ -25,6 +25,7 @@ import torch
 import tyro
 
 from qtransformer.agent import Agent, load_agent
+from qtransformer.bench.jsonl import append_jsonl, read_jsonl
 from qtransformer.bench.runner_pixels import (
     agent_config,
     dataset,
@@ -125,7 +126,7 @@ def main(args: Args) -> None:
     assert isinstance(study, PixelStudy)
     study = replace(study, eval_episodes=args.episodes)
     out = RESULTS / "paraphrases.jsonl"
-    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    records = read_jsonl(out)
     have = {(r["agent"], r["preset"], r["seed"], r["wording"]) for r in records}
     for preset in args.presets.split(","):
         for name in args.agents.split(","):
@@ -155,8 +156,7 @@ def main(args: Args) -> None:
                     "machine": machine_info(),
                 }
                 print(json.dumps({k: record[k] for k in ("agent", "preset", "wording", "mean")}))
-                with open(out, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_jsonl(out, record)
                 records.append(record)
     (RESULTS / "paraphrases.md").write_text(summarize(records))
 

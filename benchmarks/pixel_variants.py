@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import tyro
 
+from qtransformer.bench.jsonl import append_jsonl
 from qtransformer.bench.runner_pixels import evaluate_agent
 from qtransformer.bench.studies import STUDIES, PixelStudy
 from qtransformer.data.dataset import OfflineDataset
@@ -88,8 +89,7 @@ def main(args: Args) -> None:
             "machine": machine_info(),
         }
         print(json.dumps({k: record[k] for k in ("variant", "rates", "mean")}), flush=True)
-        with open(out, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(out, record)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 import tyro
 
 from qtransformer.bench import PROFILES
+from qtransformer.bench.jsonl import append_jsonl, read_jsonl
 from qtransformer.bench.runner import ensure_dataset, run_cell
 from qtransformer.bench.studies import Cell
 from qtransformer.machine import machine_info
@@ -68,11 +69,7 @@ def summarize(records: list[dict]) -> str:
 
 def main(args: Args) -> None:
     profile = PROFILES["cpu"]
-    records = (
-        [json.loads(line) for line in args.out.read_text().splitlines()]
-        if args.out.exists()
-        else []
-    )
+    records = read_jsonl(args.out)
     have = {(r["cell"]["algo"], r["cell"]["preset"], r["cell"]["seed"]) for r in records}
     for seed in (int(s) for s in args.seeds.split(",")):
         for algo in args.algos.split(","):
@@ -84,8 +81,7 @@ def main(args: Args) -> None:
             record["machine"] = machine_info()
             print(json.dumps({"cell": algo, "seed": seed, "success": final_success(record),
                               "seconds": round(record["seconds"])}), flush=True)  # fmt: skip
-            with open(args.out, "a") as f:
-                f.write(json.dumps(record, default=str) + "\n")
+            append_jsonl(args.out, record)
             records.append(record)
     if records:
         (args.out.parent / "precision.md").write_text(summarize(records))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qtransformer.bench import tables
+from qtransformer.bench.jsonl import read_jsonl
 from qtransformer.bench.studies import (
     ALGOS,
     PROFILES,
@@ -312,14 +313,7 @@ def records_file(records: Path, study: str, profile: str) -> Path:
 
 def read_records(path: Path) -> dict[str, Record]:
     """Records of a ``.jsonl`` file by cell key; empty when there is none."""
-    if not path.exists():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            out[Cell(**record["cell"]).key] = record
-    return out
+    return {Cell(**record["cell"]).key: record for record in read_jsonl(path)}
 
 
 def write_records(path: Path, records: dict[str, Record]) -> None:
