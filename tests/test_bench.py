@@ -284,3 +284,72 @@ def test_full_profile_config_trains_and_acts_on_ten_tasks() -> None:
     actions = agent.act(np.zeros((2, 3), np.float32), task=[menv.MT10[0], menv.MT10[9]])
     assert actions.shape == (2, 2) and np.all(np.abs(actions) <= 1)
     assert len(GRID.cells(profile, ("qt", "iql"), True)) == (2 * 4 + len(ABLATIONS)) * 3
+
+
+def test_finish_table_pools_the_tasks_of_a_cell_and_counts_within_each_limit() -> None:
+    from qtransformer.bench.tables import finish_table
+
+    records = {}
+    for seed, tasks in enumerate([{"a": (10, 14), "b": (30,)}, {"a": (12, 16, 20), "b": ()}]):
+        rec = _record("qt", "noisy", seed, [(1000, 0.0)])
+        rows = []
+        for task, lengths in tasks.items():
+            rows.append(
+                {**rec["rows"][0], "task": task, "episodes": 4, "success_rate": len(lengths) / 4}
+            )
+            rows[-1]["success_lengths"] = list(lengths)
+        rec["rows"] = rows
+        records[f"qt-{seed}"] = rec
+    table = finish_table(records, PROFILES["cpu"], ("qt", "iql"))
+    row = next(r for r in table.splitlines() if r.startswith("| qt | noisy"))
+    # seed 0: 3/8 succeed, <= 12: 1/8, <= 15: 2/8, <= 20: 2/8; seed 1: 3/8, 1/8, 1/8, 3/8.
+    # Decisions: mean of (10, 14, 30, 12, 16, 20) = 17.0.
+    assert row == "| qt | noisy | 2 | 0.38 ± 0.00 | 17.0 | 0.12 | 0.19 | 0.31 |"
+    assert "| iql |" not in table
+
+
+def test_task_table_gives_each_task_a_row_and_the_mean_last() -> None:
+    from qtransformer.bench.tables import task_table
+
+    final = [
+        {"algo": a, "task": t, "success_rate": r, "mean_success_length": 10.0}
+        for a, t, r in [("qt", "x", 1.0), ("qt", "y", 0.5), ("iql", "x", 0.2), ("iql", "y", 0.4)]
+    ]
+    table = task_table(final, ["qt", "iql"]).splitlines()
+    assert table[2] == "| x | 1.00 (10 dec.) | 0.20 (10 dec.) |"
+    assert table[-1] == "| **mean** | **0.75** | **0.30** |"
+
+
+def test_mt10_study_runs_every_algorithm_on_all_ten_tasks_with_its_own_sizes() -> None:
+    study = STUDIES["mt10"]
+    profile = study.profile(PROFILES["cpu"])
+    assert menv.resolve_tasks(profile.tasks) == menv.MT10
+    assert profile.episodes_per_task == 50 and profile.eval_episodes == 50
+    assert profile.steps["qt"] * 3 == profile.steps["iql"]
+    cells = study.cells(profile)
+    assert len(cells) == 4 * 3 * 3 and len({c.key for c in cells}) == len(cells)
+    assert PROFILES["cpu"].tasks == ("push-v3",)  # the profile itself is unchanged
+
+
+def test_bench_refuses_unknown_algorithms_before_any_work(tmp_path) -> None:
+    from qtransformer.bench.runner import checked_algos
+
+    assert checked_algos(("iql,bc", "qt")) == ("iql", "bc", "qt")
+    assert checked_algos(None) is None
+    args = BenchArgs(study="grid", profile="tiny", work=tmp_path, algos=("iql,bcc",))
+    with pytest.raises(ValueError, match="unknown 'bcc'"):
+        run_study(args)
+    assert not (tmp_path / "data").exists()
+
+
+def test_variant_table_keeps_each_data_size_apart() -> None:
+    from qtransformer.bench.tables import variant_table
+
+    a = _record("qt-epochs-40", "noisy", 0, [(100, 0.2), (300, 0.5)])
+    a["cell"]["episodes"] = 25
+    b = _record("qt-epochs-40", "noisy", 1, [(100, 0.4), (300, 0.7)])
+    b["cell"]["episodes"] = 25
+    c = _record("qt-epochs-40", "noisy", 0, [(1000, 0.9)])  # the profile's size: left out
+    table = variant_table({"a": a, "b": b, "c": c}, ("qt-epochs-40",), (25,))
+    (row,) = [r for r in table.splitlines() if r.startswith("| qt-epochs-40")]
+    assert row == "| qt-epochs-40 | noisy | 25 | 2 | 100: 0.30, 300: 0.60 | 0.60 ± 0.10 | 16.5 |"

@@ -262,3 +262,22 @@ def test_bf16_update_stays_close_to_fp32_and_keeps_float32_state(tiny_arrays) ->
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="precision"):
         qt.TrainConfig(**{**CFG.__dict__, "precision": "fp16"})
+
+
+def test_epochs_set_the_steps_from_the_data_size(tiny_arrays) -> None:
+    assert qt.TrainConfig(steps=7).steps_for(10_000) == 7
+    cfg = qt.TrainConfig(epochs=2.5, batch_size=16)
+    assert cfg.steps_for(35) == 6  # ceil(2.5 * 35 / 16) = ceil(5.47)
+    assert cfg.steps_for(1) == 1
+    with pytest.raises(ValueError, match="^epochs must"):
+        qt.TrainConfig(epochs=0.0)
+    data = qt.OfflineDataset.from_arrays(
+        **tiny_arrays, action_low=-np.ones(3), action_high=np.ones(3)
+    )
+    seen = []
+    run = qt.TrainConfig(**{**CFG.__dict__, "epochs": 2.5, "batch_size": 16, "steps": 99})
+    run = qt.TrainConfig(**{**run.__dict__, "lr_schedule": "cosine"})
+    agent = qt.train(data, run, callback=lambda step, m, learner: seen.append(learner))
+    assert len(seen) == 6  # 35 transitions
+    assert seen[-1].learning_rate() == pytest.approx(0.0, abs=1e-15)  # the schedule spans 6
+    assert agent is not None

@@ -48,6 +48,11 @@ def test_resolve_tasks() -> None:
     assert menv.resolve_tasks("mt50") == menv.MT50
     assert menv.resolve_tasks("reach-v3, push-v3,reach-v3") == ["reach-v3", "push-v3"]
     assert menv.resolve_tasks(["push-v3"]) == ["push-v3"]
+    assert menv.resolve_tasks(["MT10"]) == menv.MT10
+    assert menv.resolve_tasks(["push-v3", "mt10"]) == [
+        "push-v3",
+        *[t for t in menv.MT10 if t != "push-v3"],
+    ]
     with pytest.raises(ValueError, match="pushh-v3"):
         menv.resolve_tasks("reach-v3,pushh-v3")
     with pytest.raises(ValueError):

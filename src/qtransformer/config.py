@@ -31,7 +31,10 @@ class TrainConfig:
     """
 
     steps: int = 1000
-    """Gradient steps."""
+    """Gradient steps (replaced by the data's size when ``epochs`` is set)."""
+    epochs: float | None = None
+    """Training length in passes over the data: ``steps = ceil(epochs * transitions /
+    batch_size)``, so a smaller dataset gets fewer steps; None: ``steps`` as given."""
     batch_size: int = 128
     """Global batch size (split across processes under torchrun)."""
     n_bins: int = 16
@@ -174,6 +177,10 @@ class TrainConfig:
                 "augment=True shifts pixels, but image_encoder='lite0' trains from cached "
                 "features of its frozen blocks: set augment=False"
             )
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ValueError(
+                f"epochs must be finite and > 0 (or None: use steps), got {self.epochs}"
+            )
         if self.q_max is not None and not (0 < self.q_max <= FLOAT32_MAX):
             raise ValueError(
                 f"q_max must be finite and in (0, {FLOAT32_MAX:.3g}] (or None: derived from "
@@ -194,6 +201,13 @@ class TrainConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
         return replace(cls(**PRESETS[name]), **overrides)
+
+    def steps_for(self, transitions: int) -> int:
+        """Gradient steps on a dataset of ``transitions`` steps: ``steps``, or with ``epochs``
+        set, ``ceil(epochs * transitions / batch_size)`` (at least 1)."""
+        if self.epochs is None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * transitions / self.batch_size))
 
     def conditioned(self, n_tasks: int) -> bool:
         """Whether the network gets a task token for data with ``n_tasks`` tasks."""

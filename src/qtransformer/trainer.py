@@ -313,7 +313,7 @@ def train(
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by {world} processes")
     device = resolve_device(cfg.device)
     q_max = cfg.q_max if cfg.q_max is not None else data.default_q_max(cfg.gamma)
-    cfg = replace(cfg, q_max=q_max)
+    cfg = replace(cfg, q_max=q_max, steps=cfg.steps_for(len(data.actions)))
     discretizer = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
     image_shape = None
     use_images = cfg.observation != "state"

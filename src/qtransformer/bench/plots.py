@@ -62,3 +62,33 @@ def curves_plot(rows: list[dict[str, Any]], algos: list[str], path: Path) -> lis
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return presets
+
+
+def tasks_plot(final: list[dict[str, Any]], algos: list[str], path: Path) -> None:
+    """Final success per task (mean over presets and seeds), one bar per algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in final})
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    width = 0.8 / max(1, len(algos))
+    for i, a in enumerate(algos):
+        means = [
+            np.mean([r["success_rate"] for r in final if r["algo"] == a and r["task"] == t] or [0])
+            for t in tasks
+        ]
+        ax.bar(np.arange(len(tasks)) + i * width, means, width, label=a)
+    ax.set_xticks(
+        np.arange(len(tasks)) + 0.4 - width / 2,
+        [t.removesuffix("-v3") for t in tasks],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
+    ax.set(ylabel="success rate", ylim=(0, 1.05), title="final success per task")
+    ax.legend(fontsize=7, ncol=len(algos))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

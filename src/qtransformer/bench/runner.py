@@ -106,7 +106,9 @@ def ensure_dataset(
         profile.max_steps,
         profile.action_repeat,
     )
-    collected = mw.collect(recipe, seed=seed, workers=1, progress=False)
+    # Many tasks: two processes (the episodes are the same whatever the number).
+    workers = 2 if len({item.task for item in recipe}) > 1 else 1
+    collected = mw.collect(recipe, seed=seed, workers=workers, progress=False)
     meta = {
         "preset": preset,
         "seed": seed,
@@ -189,7 +191,11 @@ def run_cell(cell: Cell, profile: Profile, work: Path) -> Record:
     data = OfflineDataset.open(ensure_dataset(work, profile, cell.preset, cell.seed, cell.episodes))
     tasks = list(data.tasks)
     algo = "qt" if cell.algo in VARIANTS else cell.algo
-    steps = qt_config(cell, profile).steps if algo == "qt" else profile.steps[algo]
+    steps = (
+        qt_config(cell, profile).steps_for(len(data.actions))
+        if algo == "qt"
+        else profile.steps[algo]
+    )
     checkpoints = eval_steps(steps, profile.eval_points)
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
@@ -265,6 +271,20 @@ def finished(work: Path) -> dict[str, Record]:
     return out
 
 
+def checked_algos(algos: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``--algos`` as names (commas split them too), each a known algorithm or variant."""
+    if algos is None:
+        return None
+    names = tuple(n.strip() for a in algos for n in a.split(",") if n.strip())
+    unknown = [n for n in names if n not in ALGOS and n not in VARIANTS]
+    if unknown or not names:
+        raise ValueError(
+            f"--algos: unknown {', '.join(map(repr, unknown)) or 'empty list'}; known: "
+            f"{', '.join((*ALGOS, *VARIANTS))}"
+        )
+    return names
+
+
 def run_study(args: BenchArgs) -> list[str]:
     """Run every unfinished cell of the study (``jobs`` at a time); returns the keys finished
     now."""
@@ -275,9 +295,10 @@ def run_study(args: BenchArgs) -> list[str]:
         return run_pixels(study, work_of(args.work, study), args.jobs, args.max_cells, args.out)
     profile = study.profile(PROFILES[args.profile])
     work = work_of(args.work, study)
+    algos = checked_algos(args.algos)
     done = finished(work)
     todo = []
-    for c in study.cells(profile, args.algos, args.ablations):
+    for c in study.cells(profile, algos, args.ablations):
         if c.key in done:
             changed = changed_settings(done[c.key], c, profile)
             if not changed:
@@ -367,7 +388,9 @@ class _Summary:
     def planned(self) -> tuple[set[str], set[str]]:
         """Keys of the cells asked for, and of those finished."""
         s = self
-        planned = {c.key for c in s.study.cells(s.profile, s.args.algos, s.args.ablations)}
+        planned = {
+            c.key for c in s.study.cells(s.profile, checked_algos(s.args.algos), s.args.ablations)
+        }
         return planned, planned & set(s.records)
 
 
@@ -430,6 +453,29 @@ TABLES: dict[str, Any] = {
     "explore.md": _explore_md,
     "scale.md": lambda s: tables.scale_table(s.used, s.profile),
     "transfer.md": lambda s: tables.transfer_table(s.records, s.profile),
+    "mt10.csv": lambda s: tables.csv_text(s.rows),
+    "mt10.md": _metaworld_md,
+    "mt10_tasks.md": lambda s: (
+        tables.task_table(tables.final_rows(s.rows), s.algos)
+        + (
+            f"\nSuccess at the end of training per task, mean over the presets "
+            f"({', '.join(s.study.presets or s.profile.presets)}) and seeds, "
+            f"{s.profile.eval_episodes} evaluation episodes per task and point; one agent per "
+            "algorithm, preset and seed for all tasks.\n"
+        )
+    ),
+    "mt10_time_limits.md": lambda s: tables.finish_table(s.records, s.profile, s.study.algos),
+    "mt10_run.json": _run_json,
+    "small.md": lambda s: tables.variant_table(
+        s.used, ("qt", "iql", "bc-success", *s.study.algos), s.study.episodes
+    ),
+    "finish.md": lambda s: tables.finish_table(
+        s.used,
+        s.profile,
+        ("qt", "iql", "bc-success", *s.study.algos),
+        "`qt`, `iql` and `bc-success` from the grid; each `qt-...` variant changes the "
+        "setting its name gives.",
+    ),
 }
 """How each file a study names is made: ``fn(summary) -> text``, or None when the records
 lack what it shows (records from before it existed), and the file is left as it is."""
@@ -469,10 +515,13 @@ def summarize(args: BenchArgs) -> list[str]:
         written.append(name)
     plots = [name for name in study.tables if name.endswith(".png")]
     if plots:
-        from qtransformer.bench.plots import grid_plots
+        from qtransformer.bench.plots import grid_plots, tasks_plot
 
         rows = s.rows
-        grid_plots(rows, tables.final_rows(rows), s.algos, args.out)
+        if "metaworld_bars.png" in plots:
+            grid_plots(rows, tables.final_rows(rows), s.algos, args.out)
+        if "mt10_bars.png" in plots:
+            tasks_plot(tables.final_rows(rows), s.algos, args.out / "mt10_bars.png")
         written += plots
     return written
 

@@ -53,15 +53,42 @@ SPEED_VARIANTS: dict[str, dict[str, Any]] = {
 }
 """The profile's Q-Transformer in bf16 autocast, and compiled: what the faster settings do to
 learning and to a cell's time (``benchmarks/precision.py``)."""
+FINISH: dict[str, dict[str, Any]] = {
+    "qt-gamma-0.95": {"gamma": 0.95},
+    "qt-gamma-0.9": {"gamma": 0.9},
+    "qt-gamma-0.95-alpha-0.25": {"gamma": 0.95, "conservative_weight": 0.25},
+    "qt-gamma-0.9-alpha-0.1": {"gamma": 0.9, "conservative_weight": 0.1},
+    "qt-1-head": {"q_heads": 1},
+}
+"""Shorter horizons: at gamma 0.98 a decision saved is worth 2% of Q, at 0.9 about 10%, so the
+value of finishing sooner stands out further above the conservative term's pull towards the
+data's frequent (expert-speed) bins."""
+SMALL_DATA: dict[str, dict[str, Any]] = {
+    "qt-epochs-40": {"epochs": 40},
+    "qt-3000-steps": {"steps": 3000},
+    "qt-alpha-0.25": {"conservative_weight": 0.25},
+    "qt-alpha-1": {"conservative_weight": 1.0},
+    "qt-with-dropout-0.1": {"dropout": 0.1},
+}
+"""Training length and regularization where Q-Transformer loses at 25 episodes: steps from the
+data's size (40 passes: about the grid's 1000 steps at 100 episodes), three times the steps
+(IQL's), a weaker and a stronger conservative term, dropout."""
 VARIANTS: dict[str, dict[str, Any]] = {
     **ABLATIONS,
     **SPEED_VARIANTS,
+    **FINISH,
+    **SMALL_DATA,
     **{name: {**EXPLORE_BASE, **change} for name, change in EXPLORATION.items()},
 }
 """Every Q-Transformer variant, as changes to the profile's Q-Transformer (``steps`` among
 them replaces the profile's)."""
 HARD_PRESETS = ("noisy", "suboptimal")
 SCALE_ALGOS = ("qt", "iql", "bc-success")
+MT10_ALGOS = ("qt", "iql", "bc-success", "bc")
+"""The multi-task study's algorithms: one agent each for all ten tasks, every one told the
+task as a one-hot code. Q-Transformer gets a third of the baselines' gradient steps, as in the
+``cpu`` profile, because one of its steps costs about three of theirs on this CPU (so each
+cell trains for about the same wall-clock time)."""
 TIME_LIMITS = (12, 15, 20)
 """Decisions allowed in the time-limit table, besides the profile's own limit."""
 
@@ -208,10 +235,15 @@ class Study:
     the studies that ran there before studies had folders (their keys never collide)."""
     uses: tuple[str, ...] = ()
     """Other studies whose records its tables read."""
+    sizes: dict[str, Any] | None = None
+    """Changes to the profile's sizes (``Profile`` fields: data, evaluation, steps) for this
+    study; None: the profile's."""
 
     def profile(self, profile: Profile) -> Profile:
-        """The profile with this study's tasks."""
-        return profile if self.tasks is None else replace(profile, tasks=self.tasks)
+        """The profile with this study's tasks and sizes."""
+        if self.tasks is not None:
+            profile = replace(profile, tasks=self.tasks)
+        return profile if self.sizes is None else replace(profile, **self.sizes)
 
     def seeds_of(self, profile: Profile) -> tuple[int, ...]:
         return profile.seeds if self.seeds is None else profile.seeds[: self.seeds]
@@ -343,6 +375,41 @@ STUDIES: dict[str, Study | PixelStudy] = {
         episodes=(25, 50),
         tables=("scale.md",),
         uses=("grid",),
+    ),
+    "finish": Study(
+        "finish",
+        algos=tuple(FINISH),
+        presets=HARD_PRESETS,
+        tables=("finish.md",),
+        uses=("grid",),
+    ),
+    "small": Study(
+        "small",
+        algos=tuple(SMALL_DATA),
+        presets=("noisy",),
+        episodes=(25,),
+        tables=("small.md",),
+        uses=("scale",),
+    ),
+    "mt10": Study(
+        "mt10",
+        algos=MT10_ALGOS,
+        presets=("mixed", "noisy", "suboptimal"),
+        tasks=("MT10",),
+        folder="mt10",
+        sizes={
+            "episodes_per_task": 50,
+            "eval_points": 1,
+            "steps": {"qt": 3000, "bc": 9000, "bc-success": 9000, "iql": 9000},
+        },
+        tables=(
+            "mt10.csv",
+            "mt10.md",
+            "mt10_tasks.md",
+            "mt10_time_limits.md",
+            "mt10_run.json",
+            "mt10_bars.png",
+        ),
     ),
     "transfer": Study(
         "transfer",

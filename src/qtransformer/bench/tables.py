@@ -316,3 +316,131 @@ def transfer_table(records: dict[str, Record], profile: Profile) -> str:
         f"{profile.eval_episodes} evaluation episodes per cell); 'dec.' = mean decisions to "
         "success.\n"
     )
+
+
+def finish_table(
+    records: dict[str, Record], profile: Profile, algos: tuple[str, ...], note: str = ""
+) -> str:
+    """Per algorithm and hard preset, at the end of training (mean over seeds, episodes of
+    every task pooled): success ± std, mean decisions to success, and success within 12, 15
+    and 20 decisions. Cells run with other data sizes than the profile's are left out."""
+    limits = TIME_LIMITS
+    lines = [
+        "| algo | preset | seeds | success | dec. | "
+        + " | ".join(f"≤ {t} dec." for t in limits)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(limits),
+    ]
+    for preset in HARD_PRESETS:
+        for algo in algos:
+            cells = [
+                c
+                for c in records.values()
+                if c["cell"]["algo"] == algo
+                and c["cell"]["preset"] == preset
+                and c["cell"].get("episodes") is None
+                and c["rows"]
+            ]
+            if not cells:
+                continue
+            rates, within, lengths = [], [], []
+            for c in cells:
+                last_step = max(r["steps"] for r in c["rows"])
+                final = [r for r in c["rows"] if r["steps"] == last_step]
+                episodes = sum(r["episodes"] for r in final)
+                rates.append(sum(r["success_rate"] * r["episodes"] for r in final) / episodes)
+                n = np.concatenate([np.asarray(r.get("success_lengths", []), float) for r in final])
+                lengths += n.tolist()
+                if all("success_lengths" in r for r in final):
+                    within.append([float((n <= t).sum()) / episodes for t in limits])
+            dec = f"{np.mean(lengths):.1f}" if lengths else "-"
+            win = (
+                " | ".join(f"{m:.2f}" for m in np.mean(within, axis=0))
+                if within
+                else " | ".join("-" for _ in limits)
+            )
+            lines.append(
+                f"| {algo} | {preset} | {len(cells)} | {np.mean(rates):.2f} ± "
+                f"{np.std(rates):.2f} | {dec} | {win} |"
+            )
+    tasks = ", ".join(profile.tasks)
+    return (
+        "\n".join(lines)
+        + f"\n\nProfile `cpu` on {tasks}; {profile.eval_episodes} evaluation episodes per task "
+        f"and seed at the end of training; 'dec.' = mean decisions ({profile.action_repeat} env "
+        "steps each) over the successful episodes; '≤ T dec.' = success within T decisions "
+        "(exact from each success's length: the policies do not see the time)."
+        + (f" {note}" if note else "")
+        + "\n"
+    )
+
+
+def task_table(final: list[Row], algos: list[str]) -> str:
+    """Tasks x algorithms: final success, mean over presets and seeds, with the mean decisions
+    to success, and the mean over tasks in the last line."""
+    tasks = sorted({r["task"] for r in final})
+    lines = [
+        "| task | " + " | ".join(algos) + " |",
+        "|---|" + "---|" * len(algos),
+    ]
+    means: dict[str, list[float]] = {a: [] for a in algos}
+    for task in tasks:
+        txt = []
+        for a in algos:
+            rs = [r for r in final if r["algo"] == a and r["task"] == task]
+            if not rs:
+                txt.append("-")
+                continue
+            rate = float(np.mean([r["success_rate"] for r in rs]))
+            means[a].append(rate)
+            dec = [r["mean_success_length"] for r in rs if not math.isnan(r["mean_success_length"])]
+            txt.append(f"{rate:.2f} ({np.mean(dec):.0f} dec.)" if dec else f"{rate:.2f}")
+        lines.append(f"| {task} | " + " | ".join(txt) + " |")
+    lines.append(
+        "| **mean** | "
+        + " | ".join(f"**{np.mean(means[a]):.2f}**" if means[a] else "-" for a in algos)
+        + " |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def variant_table(
+    records: dict[str, Record], algos: tuple[str, ...], episodes: tuple[int | None, ...]
+) -> str:
+    """Per algorithm (or variant), preset and data size: success along training (mean over
+    seeds at each evaluation point), final success ± std and decisions to success."""
+    lines = [
+        "| algo | preset | episodes per task | seeds | success along training (step: rate) "
+        "| final | dec. |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in episodes:
+        for preset in HARD_PRESETS:
+            for algo in algos:
+                cs = [
+                    c
+                    for c in records.values()
+                    if c["cell"]["algo"] == algo
+                    and c["cell"]["preset"] == preset
+                    and c["cell"].get("episodes") == n
+                    and c["rows"]
+                ]
+                if not cs:
+                    continue
+                by_step: dict[int, list[float]] = {}
+                for c in cs:
+                    for r in c["rows"]:
+                        by_step.setdefault(r["steps"], []).append(r["success_rate"])
+                finals = [last_row(c)["success_rate"] for c in cs]
+                lengths = [
+                    last_row(c)["mean_success_length"]
+                    for c in cs
+                    if not math.isnan(last_row(c)["mean_success_length"])
+                ]
+                curve = ", ".join(f"{k}: {np.mean(v):.2f}" for k, v in sorted(by_step.items()))
+                dec = f"{np.mean(lengths):.1f}" if lengths else "-"
+                lines.append(
+                    f"| {algo} | {preset} | {n or 'profile'} | {len(cs)} | {curve} | "
+                    f"{np.mean(finals):.2f} ± {np.std(finals):.2f} | {dec} |"
+                )
+    return "\n".join(lines) + "\n"

@@ -136,6 +136,17 @@ def calibrate_noise(
 NOISE_AT_OTHER_LIMITS: dict[tuple[str, int, int], float] = {
     # (task, max_steps, action_repeat): calibrate_noise with its defaults, as in the table above.
     ("push-v3", 200, 4): 0.276,  # the benchmark's and the demo's setting
+    # The MT10 study's setting (2.3 min for the nine tasks, two processes); drawer-close stays
+    # above 40% success up to the bisection's edge, so its value is the fit's extrapolation.
+    ("reach-v3", 200, 4): 2.63,
+    ("pick-place-v3", 200, 4): 0.414,
+    ("door-open-v3", 200, 4): 1.16,
+    ("drawer-open-v3", 200, 4): 0.595,
+    ("drawer-close-v3", 200, 4): 7.39,
+    ("button-press-topdown-v3", 200, 4): 1.84,
+    ("peg-insert-side-v3", 200, 4): 0.374,
+    ("window-open-v3", 200, 4): 1.08,
+    ("window-close-v3", 200, 4): 1.5,
 }
 _CALIBRATED: dict[tuple[str, int, int], float] = dict(NOISE_AT_OTHER_LIMITS)
 

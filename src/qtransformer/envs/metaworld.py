@@ -112,7 +112,8 @@ def resolve_tasks(tasks: str | Sequence[str]) -> list[str]:
     """Task names from ``"MT10"``, ``"MT50"`` or a comma-separated list (or a sequence).
 
     Args:
-        tasks: ``"MT10"``, ``"MT50"``, ``"reach-v3,push-v3"`` or ``["reach-v3", "push-v3"]``.
+        tasks: ``"MT10"``, ``"MT50"``, ``"reach-v3,push-v3"`` or ``["reach-v3", "push-v3"]``;
+            a suite's name inside a list or beside other names stands for its tasks.
 
     Returns:
         The task names, in order, without duplicates.
@@ -121,13 +122,10 @@ def resolve_tasks(tasks: str | Sequence[str]) -> list[str]:
         ValueError: If a name is not a Meta-World v3 task, or none is given.
     """
     if isinstance(tasks, str):
-        key = tasks.strip().upper()
-        if key == "MT10":
-            return list(MT10)
-        if key == "MT50":
-            return list(MT50)
         tasks = tasks.split(",")
-    names = list(dict.fromkeys(t.strip() for t in tasks if t.strip()))
+    suites = {"MT10": MT10, "MT50": MT50}
+    expanded = [n for t in tasks for n in suites.get(t.strip().upper(), [t.strip()])]
+    names = list(dict.fromkeys(t for t in expanded if t))
     if not names:
         raise ValueError("no task given; use 'MT10', 'MT50' or names like 'reach-v3,push-v3'")
     for name in names:

@@ -1,0 +1,281 @@
+"""Why Q-Transformer's successes take more decisions than IQL's on ``push-v3``: diagnostics.
+
+.venv/bin/python benchmarks/finish.py [--preset noisy] [--seed 0] [--variants qt,qt-gamma-0.9]
+
+1. The scripted expert itself, acting through bins: decisions to success with its continuous
+   actions, and with each action moved to the centre of its bin (16, 32, 256 bins). What the
+   discretization alone costs in speed, whatever the learning.
+2. For each Q-Transformer variant (``qt`` is the ``cpu`` profile's; others as in
+   ``qtransformer.bench.studies.VARIANTS``), trained on one of the grid's datasets as the grid
+   trains it: greedy rollouts that record, at every decision, the Q of the chosen action
+   (the agent's estimate of its discounted return) and the gap between the best and the
+   second-best bin of every dimension; then, along each successful episode, that estimate
+   against the discounted return actually achieved (gamma to the number of decisions left).
+   The same comparison on the dataset's own successful episodes (Q of the data's actions).
+
+Writes ``benchmarks/results/finish_diagnostics.json`` and ``.md`` (with the machine). One
+thread; a few minutes per variant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tyro
+
+from qtransformer.bench import PROFILES
+from qtransformer.bench.runner import ensure_dataset, qt_config
+from qtransformer.bench.studies import Cell
+from qtransformer.collection.policies import PolicySpec, make_policy
+from qtransformer.data.dataset import OfflineDataset
+from qtransformer.discretize import ActionDiscretizer
+from qtransformer.envs.metaworld import MetaWorldTask
+from qtransformer.evaluate import EVAL_SEED_OFFSET
+from qtransformer.machine import machine_info
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass
+class Args:
+    preset: str = "noisy"
+    seed: int = 0
+    variants: str = "qt,qt-gamma-0.9"
+    episodes: int = 50
+    """Greedy evaluation episodes per variant (and expert episodes per binning)."""
+    expert_tasks: str = "push-v3,door-open-v3,drawer-close-v3"
+    iql: bool = True
+    """Also train IQL (the grid's steps) and record how its policy moves."""
+    work: Path = Path("runs/bench")
+    out: Path = RESULTS / "finish_diagnostics.json"
+
+
+def expert_under_bins(task: str, bins: int | None, episodes: int, profile: Any) -> dict:
+    """The scripted expert (no noise) with its actions at bin centres (None: continuous)."""
+    env = MetaWorldTask(task, profile.max_steps, profile.action_repeat, None, "corner")
+    disc = None if bins is None else ActionDiscretizer(-np.ones(4), np.ones(4), bins)
+    lengths, successes = [], 0
+    for k in range(episodes):
+        policy = make_policy(task, PolicySpec("expert"))
+        rng = np.random.default_rng(k)
+        env.reset(seed=EVAL_SEED_OFFSET + k)
+        obs, n, done, ok = env.raw_obs, 0, False, False
+        while not done:
+            a = policy(obs, rng)
+            if disc is not None:
+                a = disc.to_continuous(disc.to_bins(a, clip=True))
+            _, _, ok, trunc, _ = env.step(np.asarray(a, np.float32))
+            obs, n, done = env.raw_obs, n + 1, ok or trunc
+        if ok:
+            successes += 1
+            lengths.append(n)
+    return {
+        "task": task,
+        "bins": bins,
+        "success": successes / episodes,
+        "decisions": float(np.mean(lengths)) if lengths else None,
+        "within_15": float(np.sum(np.asarray(lengths) <= 15)) / episodes,
+    }
+
+
+def rollouts(agent: Any, task: str, episodes: int, profile: Any) -> dict:
+    """Greedy episodes recording the chosen action's Q and the bins' margins per decision."""
+    env = MetaWorldTask(task, profile.max_steps, profile.action_repeat, None, "corner")
+    eps = []
+    for k in range(episodes):
+        env.reset(seed=EVAL_SEED_OFFSET + k)
+        obs, done, ok = env.raw_obs, False, False
+        qs, margins, actions = [], [], []
+        while not done:
+            bins, q = agent.act_bins(obs[None])
+            full = agent.q_values(obs[None], bins)[0]  # (dA, N)
+            top2 = np.sort(full, axis=-1)[:, -2:]
+            margins.append(top2[:, 1] - top2[:, 0])
+            qs.append(float(q[0, -1]))
+            actions.append(agent.discretizer.to_continuous(bins)[0])
+            _, _, ok, trunc, _ = env.step(actions[-1])
+            obs, done = env.raw_obs, ok or trunc
+        eps.append(
+            {
+                "success": bool(ok),
+                "q": qs,
+                "margins": np.asarray(margins).tolist(),
+                "actions": np.asarray(actions).tolist(),
+            }
+        )
+    return {"episodes": eps}
+
+
+def policy_rollouts(act: Any, task: str, episodes: int, profile: Any) -> list[dict]:
+    """Greedy episodes of any ``act(obs (1, 39)) -> (1, 4)`` policy, with their actions."""
+    env = MetaWorldTask(task, profile.max_steps, profile.action_repeat, None, "corner")
+    eps = []
+    for k in range(episodes):
+        env.reset(seed=EVAL_SEED_OFFSET + k)
+        obs, done, ok, actions = env.raw_obs, False, False, []
+        while not done:
+            actions.append(np.asarray(act(obs[None])[0], np.float32))
+            _, _, ok, trunc, _ = env.step(actions[-1])
+            obs, done = env.raw_obs, ok or trunc
+        eps.append({"success": bool(ok), "actions": np.asarray(actions).tolist()})
+    return eps
+
+
+def motion(eps: list[dict]) -> dict:
+    """How far and how directly the hand is told to move: mean |a| of the xyz dimensions and
+    the share of xyz commands at 0.9 or more of the bound, over all decisions; decisions to
+    success and success within 15."""
+    a = np.concatenate([np.asarray(e["actions"])[:, :3] for e in eps])
+    wins = [len(e["actions"]) for e in eps if e["success"]]
+    return {
+        "success": len(wins) / len(eps),
+        "decisions": float(np.mean(wins)) if wins else None,
+        "within_15": sum(n <= 15 for n in wins) / len(eps),
+        "mean_abs_xyz": np.abs(a).mean(axis=0).tolist(),
+        "saturated_xyz": (np.abs(a) >= 0.9).mean(axis=0).tolist(),
+    }
+
+
+def calibration(q: list[np.ndarray], g: list[np.ndarray]) -> dict:
+    """Q estimates against achieved discounted returns, pooled over decisions."""
+    qa, ga = np.concatenate(q), np.concatenate(g)
+    return {
+        "decisions": int(qa.size),
+        "mean_q": float(qa.mean()),
+        "mean_return": float(ga.mean()),
+        "mean_q_minus_return": float((qa - ga).mean()),
+        "corr": float(np.corrcoef(qa, ga)[0, 1]) if qa.size > 2 else None,
+        "q_first": float(np.mean([x[0] for x in q])),
+        "return_first": float(np.mean([x[0] for x in g])),
+    }
+
+
+def data_calibration(agent: Any, data: OfflineDataset, gamma: float) -> dict:
+    """Q of the data's actions along its successful episodes against gamma ** decisions left."""
+    ep = data.episodes
+    success = data.episode_success()
+    obs, acts = np.asarray(data.observations), np.asarray(data.actions)
+    disc = agent.discretizer
+    q, g = [], []
+    for e in np.flatnonzero(success):
+        start, end = int(ep.starts[e]), int(ep.ends[e]) + 1
+        bins = disc.to_bins(acts[start:end], clip=True)
+        full = agent.q_values(obs[start:end], bins)
+        q.append(np.take_along_axis(full[:, -1], bins[:, -1:], -1)[:, 0])
+        g.append(gamma ** np.arange(end - start - 1, -1, -1, dtype=float))
+    return calibration(q, g)
+
+
+def main(args: Args) -> None:
+    from qtransformer.trainer import train
+
+    torch.set_num_threads(1)
+    profile = PROFILES["cpu"]
+    warnings.simplefilter("ignore", UserWarning)
+    out: dict[str, Any] = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": machine_info(),
+        "preset": args.preset,
+        "seed": args.seed,
+        "expert": [],
+        "variants": {},
+    }
+    for task in args.expert_tasks.split(","):
+        for bins in (None, 16, 32, 256):
+            out["expert"].append(expert_under_bins(task, bins, args.episodes, profile))
+            print(out["expert"][-1], flush=True)
+    data = OfflineDataset.open(ensure_dataset(args.work, profile, args.preset, args.seed))
+    task = data.tasks[0]
+    expert = make_policy(task, PolicySpec("expert"))
+    rng = np.random.default_rng(0)
+    out["motion"] = {
+        "expert": motion(
+            policy_rollouts(lambda o: expert(o[0], rng)[None], task, args.episodes, profile)
+        )
+    }
+    if args.iql:
+        from qtransformer.baselines import train_baseline
+
+        iql = train_baseline("iql", data, profile.steps["iql"], seed=args.seed)
+        out["motion"]["iql"] = motion(policy_rollouts(iql.act, task, args.episodes, profile))
+    print(out["motion"], flush=True)
+    for variant in args.variants.split(","):
+        cfg = qt_config(Cell(variant, args.preset, args.seed), profile)
+        t0 = time.perf_counter()
+        agent = train(data, cfg)
+        seconds = time.perf_counter() - t0
+        roll = rollouts(agent, data.tasks[0], args.episodes, profile)["episodes"]
+        wins = [e for e in roll if e["success"]]
+        q = [np.asarray(e["q"]) for e in wins]
+        g = [cfg.gamma ** np.arange(len(e["q"]) - 1, -1, -1, dtype=float) for e in wins]
+        margins = np.concatenate([np.asarray(e["margins"]) for e in roll])  # (decisions, dA)
+        out["motion"][variant] = motion(roll)
+        out["variants"][variant] = {
+            "gamma": cfg.gamma,
+            "train_seconds": seconds,
+            "success": len(wins) / len(roll),
+            "decisions": float(np.mean([len(e["q"]) for e in wins])) if wins else None,
+            "within_15": sum(len(e["q"]) <= 15 for e in wins) / len(roll),
+            "own_episodes": calibration(q, g) if wins else None,
+            "data_episodes": data_calibration(agent, data, cfg.gamma),
+            "margin_median_per_dim": np.median(margins, axis=0).tolist(),
+            "near_ties_per_dim": (margins < 1e-3).mean(axis=0).tolist(),
+        }
+        print(variant, json.dumps(out["variants"][variant]), flush=True)
+    args.out.write_text(json.dumps(out, indent=1))
+    args.out.with_suffix(".md").write_text(report(out))
+
+
+def report(out: dict) -> str:
+    lines = [
+        "| task | actions | expert success | decisions | ≤ 15 dec. |",
+        "|---|---|---|---|---|",
+    ]
+    for r in out["expert"]:
+        kind = "continuous" if r["bins"] is None else f"{r['bins']} bin centres"
+        dec = f"{r['decisions']:.1f}" if r["decisions"] is not None else "-"
+        lines.append(
+            f"| {r['task']} | {kind} | {r['success']:.2f} | {dec} | {r['within_15']:.2f} |"
+        )
+    lines += [
+        "",
+        "| variant | gamma | success | dec. | ≤ 15 dec. | Q at start / achieved return "
+        "(own successes) | Q - return along own successes (corr.) | Q - return along the "
+        "data's successes (corr.) | bins within 0.001 of the best, per dim |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in out["variants"].items():
+        own, dat = v["own_episodes"], v["data_episodes"]
+        own_txt = (
+            (
+                f"{own['q_first']:.3f} / {own['return_first']:.3f}",
+                f"{own['mean_q_minus_return']:+.3f} ({own['corr']:.2f})",
+            )
+            if own
+            else ("-", "-")
+        )
+        ties = ", ".join(f"{t:.2f}" for t in v["near_ties_per_dim"])
+        lines.append(
+            f"| {name} | {v['gamma']} | {v['success']:.2f} | {v['decisions']:.1f} | "
+            f"{v['within_15']:.2f} | {own_txt[0]} | {own_txt[1]} | "
+            f"{dat['mean_q_minus_return']:+.3f} ({dat['corr']:.2f}) | {ties} |"
+        )
+    lines.append(
+        f"\n`{out['command']}`; preset `{out['preset']}`, seed {out['seed']}, "
+        f"{out['machine'].get('cpu', '')}. Expert: Meta-World's scripted policy without noise; "
+        "'achieved return' is gamma to the decisions left until success.\n"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
