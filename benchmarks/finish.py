@@ -269,9 +269,25 @@ def report(out: dict) -> str:
             f"{v['within_15']:.2f} | {own_txt[0]} | {own_txt[1]} | "
             f"{dat['mean_q_minus_return']:+.3f} ({dat['corr']:.2f}) | {ties} |"
         )
+    lines += [
+        "",
+        "| policy | success | dec. | ≤ 15 dec. | mean abs(x, y, z) command | share of x, y, z "
+        "commands at 0.9 or more |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in out["motion"].items():
+        dec = f"{m['decisions']:.1f}" if m["decisions"] is not None else "-"
+        lines.append(
+            f"| {name} | {m['success']:.2f} | {dec} | {m['within_15']:.2f} | "
+            + ", ".join(f"{x:.2f}" for x in m["mean_abs_xyz"])
+            + " | "
+            + ", ".join(f"{x:.2f}" for x in m["saturated_xyz"])
+            + " |"
+        )
     lines.append(
         f"\n`{out['command']}`; preset `{out['preset']}`, seed {out['seed']}, "
-        f"{out['machine'].get('cpu', '')}. Expert: Meta-World's scripted policy without noise; "
+        f"{out['machine']['cpu_model']}, torch {out['machine']['torch']}. Expert: "
+        "Meta-World's scripted policy without noise; "
         "'achieved return' is gamma to the decisions left until success.\n"
     )
     return "\n".join(lines)

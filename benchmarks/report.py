@@ -196,10 +196,33 @@ def metaworld_section() -> str:
             "a fixed base on the hard presets, on which the `cpu` profile's settings were chosen)",
         ),
         (
+            "finish.md",
+            "**Finishing sooner** (`qtransformer bench --study finish`: Q-Transformer variants "
+            "with a shorter horizon, a weaker conservative term or one Q head, beside the grid's "
+            "cells)",
+        ),
+        (
+            "finish_diagnostics.md",
+            "**Why our successes take longer** (`python benchmarks/finish.py`: the scripted "
+            "expert through bins, and Q along the policy's own successes against the return "
+            "it achieved)",
+        ),
+        (
+            "small.md",
+            "**25 episodes** (`qtransformer bench --study small`: training length and "
+            "regularization where Q-Transformer loses at 25 episodes per task; `qt`, `iql` and "
+            "`bc-success` from the data-scale study)",
+        ),
+        (
             "transfer.md",
             "**Transfer** (`qtransformer bench --study transfer --jobs 2`: the adopted "
             "Q-Transformer defaults and the two strongest baselines on a task they were not "
             "chosen on)",
+        ),
+        (
+            "transfer_pick_place.md",
+            "**Transfer, a second task** (`qtransformer bench --study transfer-pick-place "
+            "--jobs 2`: the same on pick-place-v3)",
         ),
     ]
     for name, header in optional:
@@ -341,10 +364,38 @@ def pretrained_section() -> str:
     )
 
 
+def mt10_section() -> str:
+    """The multi-task state study: mean per preset, per task, time limits and the plot."""
+    where = ""
+    if (RESULTS / "mt10_run.json").exists():
+        run = json.loads((RESULTS / "mt10_run.json").read_text())
+        m = run["machine"]
+        where = (
+            f"; {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']}; "
+            f"{run['cells_finished']} of {run['cells_planned']} cells, "
+            f"{run['cell_seconds'] / 60:.0f} process-minutes"
+        )
+    return (
+        "**MT10: one agent for ten tasks** (`qtransformer bench --study mt10 --jobs 2`; the ten "
+        "MT10 tasks, 50 episodes per task and preset (500 per dataset), action repeat 4, the "
+        "task as a one-hot code for every algorithm; Q-Transformer 3000 gradient steps, the "
+        "baselines 9000; 50 evaluation episodes per task at the end of training"
+        f"{where}):\n\n"
+        + (RESULTS / "mt10.md").read_text().strip()
+        + "\n\nPer task:\n\n"
+        + (RESULTS / "mt10_tasks.md").read_text().strip()
+        + "\n\nWithin a time limit:\n\n"
+        + (RESULTS / "mt10_time_limits.md").read_text().strip()
+        + "\n\n![MT10 per task](benchmarks/results/mt10_bars.png)"
+    )
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     sections = [gridworld_section(), speed_section()]
+    if (RESULTS / "mt10.md").exists():
+        sections.insert(0, mt10_section())
     if (RESULTS / "metaworld.md").exists():
         sections.insert(0, metaworld_section())
     if (RESULTS / "vision.json").exists():

@@ -29,6 +29,7 @@ def study(name: str) -> Study:
 def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with() -> None:
     assert asdict(CPU.qt) == {
         "steps": 1000,
+        "epochs": None,
         "batch_size": 128,
         "n_bins": 16,
         "gamma": 0.98,
@@ -82,7 +83,18 @@ def test_variants_change_their_base_by_their_name() -> None:
 
 
 def test_every_study_names_tables_the_summary_knows() -> None:
-    assert set(STUDIES) == {"grid", "explore", "scale", "transfer", "pixels", "pretrained"}
+    assert set(STUDIES) == {
+        "grid",
+        "explore",
+        "scale",
+        "finish",
+        "small",
+        "mt10",
+        "transfer",
+        "transfer-pick-place",
+        "pixels",
+        "pretrained",
+    }
     for s in STUDIES.values():
         assert s.name in STUDIES and STUDIES[s.name] is s
         if isinstance(s, Study):
@@ -92,7 +104,7 @@ def test_every_study_names_tables_the_summary_knows() -> None:
 
 
 def test_studies_sharing_the_work_folder_own_disjoint_cells() -> None:
-    shared = [study(n) for n in ("grid", "explore", "scale")]
+    shared = [study(n) for n in ("grid", "explore", "scale", "finish", "small")]
     assert all(s.folder is None for s in shared)
     keys: set[str] = set()
     for s in shared:

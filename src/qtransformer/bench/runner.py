@@ -42,7 +42,8 @@ class BenchArgs:
 
     study: str = "grid"
     """grid (algorithms x presets x seeds, and the ablations), explore, scale, transfer,
-    pixels or pretrained (see qtransformer.bench.studies)."""
+    transfer-pick-place, mt10 (one agent for the ten MT10 tasks), finish (decisions to
+    success), small (25 episodes), pixels or pretrained (see qtransformer.bench.studies)."""
     profile: str = "cpu"
     """cpu (about 90 min on 2 cores), full (paper-like, for a GPU) or tiny (seconds)."""
     work: Path = Path("runs/bench")
@@ -453,6 +454,10 @@ TABLES: dict[str, Any] = {
     "explore.md": _explore_md,
     "scale.md": lambda s: tables.scale_table(s.used, s.profile),
     "transfer.md": lambda s: tables.transfer_table(s.records, s.profile),
+    "transfer_pick_place.md": lambda s: tables.transfer_table(
+        s.records, s.profile, "transfer-pick-place"
+    ),
+    "transfer_pick_place_run.json": _run_json,
     "mt10.csv": lambda s: tables.csv_text(s.rows),
     "mt10.md": _metaworld_md,
     "mt10_tasks.md": lambda s: (

@@ -58,6 +58,11 @@ FINISH: dict[str, dict[str, Any]] = {
     "qt-gamma-0.9": {"gamma": 0.9},
     "qt-gamma-0.95-alpha-0.25": {"gamma": 0.95, "conservative_weight": 0.25},
     "qt-gamma-0.9-alpha-0.1": {"gamma": 0.9, "conservative_weight": 0.1},
+    "qt-gamma-0.95-alpha-0.25-2000-steps": {
+        "gamma": 0.95,
+        "conservative_weight": 0.25,
+        "steps": 2000,
+    },
     "qt-1-head": {"q_heads": 1},
 }
 """Shorter horizons: at gamma 0.98 a decision saved is worth 2% of Q, at 0.9 about 10%, so the
@@ -386,7 +391,7 @@ STUDIES: dict[str, Study | PixelStudy] = {
     "small": Study(
         "small",
         algos=tuple(SMALL_DATA),
-        presets=("noisy",),
+        presets=HARD_PRESETS,
         episodes=(25,),
         tables=("small.md",),
         uses=("scale",),
@@ -418,6 +423,14 @@ STUDIES: dict[str, Study | PixelStudy] = {
         tasks=("door-open-v3",),
         folder="transfer",
         tables=("transfer.md", "transfer_run.json"),
+    ),
+    "transfer-pick-place": Study(
+        "transfer-pick-place",
+        algos=("qt", "iql", "bc-success"),
+        presets=HARD_PRESETS,
+        tasks=("pick-place-v3",),
+        folder="transfer-pick-place",
+        tables=("transfer_pick_place.md", "transfer_pick_place_run.json"),
     ),
     "pixels": PixelStudy(
         "pixels",

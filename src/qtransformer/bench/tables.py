@@ -303,9 +303,9 @@ def time_limit_table(records: dict[str, Record], profile: Profile) -> str:
     )
 
 
-def transfer_table(records: dict[str, Record], profile: Profile) -> str:
-    """transfer.md: the transfer study's algorithms x presets, as in metaworld.md."""
-    study = _study("transfer")
+def transfer_table(records: dict[str, Record], profile: Profile, name: str = "transfer") -> str:
+    """transfer.md: a transfer study's algorithms x presets, as in metaworld.md."""
+    study = _study(name)
     final = final_rows([r for c in records.values() for r in c["rows"]])
     algos = [a for a in study.algos if any(r["algo"] == a for r in final)]
     tasks = ", ".join(f"`{t}`" for t in (study.tasks or profile.tasks))
