@@ -364,6 +364,58 @@ def pretrained_section() -> str:
     )
 
 
+def final_means(name: str, presets: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """Per algorithm, from a committed CSV: mean final success over ``presets`` (each the mean
+    over seeds of the mean over tasks) and mean decisions to success; only algorithms with
+    every preset."""
+    import csv
+
+    from qtransformer.bench.tables import cell_stats, final_rows
+
+    with open(RESULTS / name) as f:
+        rows = [
+            {
+                **r,
+                "seed": int(r["seed"]),
+                "steps": int(r["steps"]),
+                "success_rate": float(r["success_rate"]),
+                "mean_success_length": float(r["mean_success_length"] or "nan"),
+            }
+            for r in csv.DictReader(f)
+        ]
+    final = final_rows(rows)
+    out = {}
+    for algo in dict.fromkeys(r["algo"] for r in final):
+        stats = [cell_stats(final, algo, p) for p in presets]
+        if all(n for _, _, n, _ in stats):
+            out[algo] = (
+                sum(m for m, *_ in stats) / len(stats),
+                sum(d for *_, d in stats) / len(stats),
+            )
+    return out
+
+
+def headline_section() -> str:
+    """push-v3 and MT10 side by side: mean success over the presets both studies ran."""
+    presets = ("mixed", "noisy", "suboptimal")
+    push = final_means("metaworld.csv", presets)
+    mt10 = final_means("mt10.csv", presets)
+    algos = [a for a in push if a in mt10]
+    lines = [
+        "| algo | push-v3: success (dec.) | MT10, one agent for ten tasks: success (dec.) |",
+        "|---|---|---|",
+    ]
+    for a in sorted(algos, key=lambda a: -mt10[a][0]):
+        lines.append(
+            f"| {a} | {push[a][0]:.2f} ({push[a][1]:.1f}) | {mt10[a][0]:.2f} ({mt10[a][1]:.1f}) |"
+        )
+    return (
+        "**Headline** (mean final success over the `mixed`, `noisy` and `suboptimal` presets, 3 "
+        "seeds each, 50 evaluation episodes per task; 'dec.' = mean decisions to success; "
+        "tables below):\n\n" + "\n".join(lines)
+    )
+
+
 def mt10_section() -> str:
     """The multi-task state study: mean per preset, per task, time limits and the plot."""
     where = ""
@@ -393,16 +445,20 @@ def mt10_section() -> str:
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    sections = [gridworld_section(), speed_section()]
-    if (RESULTS / "mt10.md").exists():
-        sections.insert(0, mt10_section())
-    if (RESULTS / "metaworld.md").exists():
-        sections.insert(0, metaworld_section())
-    if (RESULTS / "vision.json").exists():
-        sections.insert(1, vision_section())
-    if (RESULTS / "pixels_pretrained.json").exists():
-        sections.insert(1, pretrained_section())
-    if (RESULTS / "data.json").exists():
+    have = {p.name for p in RESULTS.iterdir()}
+    sections = []
+    if {"mt10.csv", "metaworld.csv"} <= have:
+        sections.append(headline_section())
+    if "metaworld.md" in have:
+        sections.append(metaworld_section())
+    if "mt10.md" in have:
+        sections.append(mt10_section())
+    if "pixels_pretrained.json" in have:
+        sections.append(pretrained_section())
+    if "vision.json" in have:
+        sections.append(vision_section())
+    sections += [gridworld_section(), speed_section()]
+    if "data.json" in have:
         sections.append(data_section())
     block = START + "\n" + "\n\n".join(sections) + "\n" + END
     new, n = re.subn(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)

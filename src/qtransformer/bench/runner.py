@@ -459,7 +459,7 @@ TABLES: dict[str, Any] = {
     ),
     "transfer_pick_place_run.json": _run_json,
     "mt10.csv": lambda s: tables.csv_text(s.rows),
-    "mt10.md": _metaworld_md,
+    "mt10.md": lambda s: _metaworld_md(s) + tables.cell_time_note(s.records, s.profile),
     "mt10_tasks.md": lambda s: (
         tables.task_table(tables.final_rows(s.rows), s.algos)
         + (

@@ -444,3 +444,21 @@ def variant_table(
                     f"{np.mean(finals):.2f} ± {np.std(finals):.2f} | {dec} |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def cell_time_note(records: dict[str, Record], profile: Profile) -> str:
+    """Mean minutes per cell and gradient steps of each algorithm: how the training budget
+    was shared (cells ran two at a time on the machine, so times include that contention)."""
+    seconds: dict[str, list[float]] = {}
+    for r in records.values():
+        if "seconds" in r:
+            seconds.setdefault(r["cell"]["algo"], []).append(r["seconds"])
+    if not seconds:
+        return ""
+    parts = [
+        f"{a} {np.mean(v) / 60:.1f} min for {profile.steps.get(a, '?')} steps (n={len(v)})"
+        for a, v in seconds.items()
+    ]
+    return (
+        "\nTime per cell, training and evaluation, mean over its cells: " + "; ".join(parts) + ".\n"
+    )
