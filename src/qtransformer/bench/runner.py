@@ -401,6 +401,20 @@ def _metaworld_md(s: _Summary) -> str:
     return md + tables.partial_note(len(done), len(planned), s.args.profile)
 
 
+def _study_md(s: _Summary, csv_name: str) -> str:
+    """A study's success table (algorithms x presets, tasks pooled), with its time per cell."""
+    planned, done = s.planned()
+    tasks = ", ".join(s.profile.tasks)
+    md = tables.success_table(tables.final_rows(s.rows), s.algos) + (
+        f"\nSuccess rate at the end of training, mean over {tasks} tasks, then mean ± std over "
+        f"seeds (n seeds), study `{s.study.name}`; 'dec.' = mean decisions to success. Rows of "
+        f"{csv_name} hold every task and evaluation point.\n"
+    )
+    if len(done) < len(planned):
+        md += f"\n**Partial: {len(done)} of {len(planned)} cells finished**.\n"
+    return md + tables.cell_time_note(s.records, s.profile)
+
+
 def _run_json(s: _Summary) -> str | None:
     """Machine and time of the finished cells; only just after running them (here)."""
     planned, done = s.planned()
@@ -459,7 +473,7 @@ TABLES: dict[str, Any] = {
     ),
     "transfer_pick_place_run.json": _run_json,
     "mt10.csv": lambda s: tables.csv_text(s.rows),
-    "mt10.md": lambda s: _metaworld_md(s) + tables.cell_time_note(s.records, s.profile),
+    "mt10.md": lambda s: _study_md(s, "mt10.csv"),
     "mt10_tasks.md": lambda s: (
         tables.task_table(tables.final_rows(s.rows), s.algos)
         + (
@@ -471,14 +485,14 @@ TABLES: dict[str, Any] = {
     ),
     "mt10_time_limits.md": lambda s: tables.finish_table(s.records, s.profile, s.study.algos),
     "mt10_run.json": _run_json,
-    "small.md": lambda s: tables.variant_table(
-        s.used, ("qt", "iql", "bc-success", *s.study.algos), s.study.episodes
-    )
-    + (
-        f"\nProfile `cpu` on {', '.join(s.profile.tasks)} with 25 episodes per task, "
-        f"{s.profile.eval_episodes} evaluation episodes per point. `qt`, `iql` and `bc-success` "
-        "are the data-scale study's cells; each `qt-...` variant changes the setting its name "
-        "gives (`qt-epochs-40`: steps from the data's size, 40 passes over it).\n"
+    "small.md": lambda s: (
+        tables.variant_table(s.used, ("qt", "iql", "bc-success", *s.study.algos), s.study.episodes)
+        + (
+            f"\nProfile `cpu` on {', '.join(s.profile.tasks)} with 25 episodes per task, "
+            f"{s.profile.eval_episodes} evaluation episodes per point. `qt`, `iql` and "
+            "`bc-success` are the data-scale study's cells; each `qt-...` variant changes the "
+            "setting its name gives (`qt-epochs-40`: steps from the data's size, 40 passes over it).\n"
+        )
     ),
     "finish.md": lambda s: tables.finish_table(
         s.used,

@@ -448,7 +448,7 @@ def variant_table(
 
 def cell_time_note(records: dict[str, Record], profile: Profile) -> str:
     """Mean minutes per cell and gradient steps of each algorithm: how the training budget
-    was shared (cells ran two at a time on the machine, so times include that contention)."""
+    was shared (wall time, with other cells running beside it on the machine)."""
     seconds: dict[str, list[float]] = {}
     for r in records.values():
         if "seconds" in r:
@@ -460,5 +460,6 @@ def cell_time_note(records: dict[str, Record], profile: Profile) -> str:
         for a, v in seconds.items()
     ]
     return (
-        "\nTime per cell, training and evaluation, mean over its cells: " + "; ".join(parts) + ".\n"
+        "\nWall time per cell (training and evaluation, with other cells running beside it on "
+        "the machine's cores), mean over its cells: " + "; ".join(parts) + ".\n"
     )
