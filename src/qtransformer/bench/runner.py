@@ -491,7 +491,8 @@ TABLES: dict[str, Any] = {
             f"\nProfile `cpu` on {', '.join(s.profile.tasks)} with 25 episodes per task, "
             f"{s.profile.eval_episodes} evaluation episodes per point. `qt`, `iql` and "
             "`bc-success` are the data-scale study's cells; each `qt-...` variant changes the "
-            "setting its name gives (`qt-epochs-40`: steps from the data's size, 40 passes over it).\n"
+            "setting its name gives (`qt-epochs-40`: steps from the data's size, 40 passes "
+            "over it).\n"
         )
     ),
     "finish.md": lambda s: tables.finish_table(
