@@ -87,8 +87,8 @@ def tasks_plot(final: list[dict[str, Any]], algos: list[str], path: Path) -> Non
         ha="right",
         fontsize=8,
     )
-    ax.set(ylabel="success rate", ylim=(0, 1.05), title="final success per task")
-    ax.legend(fontsize=7, ncol=len(algos))
+    ax.set(ylabel="success rate", ylim=(0, 1.2), title="final success per task")
+    ax.legend(fontsize=7, ncol=len(algos), loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
