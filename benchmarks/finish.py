@@ -1,6 +1,6 @@
 """Why Q-Transformer's successes take more decisions than IQL's on ``push-v3``: diagnostics.
 
-.venv/bin/python benchmarks/finish.py [--preset noisy] [--seed 0] [--variants qt,qt-gamma-0.9]
+.venv/bin/python benchmarks/finish.py [--preset noisy] [--seed 0] [--variants qt,qt-gamma-0.95-alpha-0.25]
 
 1. The scripted expert itself, acting through bins: decisions to success with its continuous
    actions, and with each action moved to the centre of its bin (16, 32, 256 bins). What the
@@ -49,7 +49,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 class Args:
     preset: str = "noisy"
     seed: int = 0
-    variants: str = "qt,qt-gamma-0.9"
+    variants: str = "qt,qt-gamma-0.95-alpha-0.25"
     episodes: int = 50
     """Greedy evaluation episodes per variant (and expert episodes per binning)."""
     expert_tasks: str = "push-v3,door-open-v3,drawer-close-v3"
