@@ -237,3 +237,19 @@ def test_image_agent_records_its_datas_environment_through_save_and_load(
     back = qt.load_agent(tmp_path / "img")
     assert back.env == record
     assert AgentPolicy(back).observes == Observes("image", 16, "topview", False, record)
+
+
+def test_bin_layout_reaches_the_agent_and_survives_save_and_load(tiny_arrays, tmp_path) -> None:
+    cfg = qt.TrainConfig(**{**CFG.__dict__, "bin_layout": "bounds"})
+    agent = qt.train(qt.OfflineDataset.from_arrays(**tiny_arrays), cfg)
+    assert agent.discretizer.layout == "bounds"
+    obs = tiny_arrays["observations"][:8]
+    bins, _ = agent.act_bins(obs)
+    values = np.linspace(agent.discretizer.low, agent.discretizer.high, 7)  # (N, dA)
+    np.testing.assert_allclose(agent.act(obs), values[bins, np.arange(bins.shape[1])], atol=1e-6)
+    agent.save(tmp_path / "agent")
+    back = qt.load_agent(tmp_path / "agent")
+    assert back.discretizer.layout == "bounds"
+    np.testing.assert_array_equal(back.act(obs), agent.act(obs))
+    with pytest.raises(ValueError, match="bin_layout must be one of"):
+        qt.TrainConfig(bin_layout="edges")  # type: ignore[arg-type]

@@ -60,3 +60,25 @@ def test_torch_and_numpy_centres_agree() -> None:
     np.testing.assert_allclose(
         d.to_continuous_torch(torch.as_tensor(bins)).numpy(), d.to_continuous(bins), atol=1e-6
     )
+
+
+def test_bounds_layout_reaches_the_bounds_and_picks_the_nearest_value() -> None:
+    d = ActionDiscretizer(np.array([-1.0]), np.array([1.0]), 5, layout="bounds")
+    # Values -1, -0.5, 0, 0.5, 1; each action to the nearest (ties at .25 round to even).
+    a = np.array([[-1.0], [-0.8], [-0.7], [-0.1], [0.3], [0.74], [0.76], [1.0]])
+    assert d.to_bins(a)[:, 0].tolist() == [0, 0, 1, 2, 3, 3, 4, 4]
+    grid = np.arange(5)[:, None]
+    np.testing.assert_allclose(d.to_continuous(grid)[:, 0], [-1.0, -0.5, 0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(d.to_bins(d.to_continuous(grid)), grid)
+    torch_values = d.to_continuous_torch(torch.arange(5)[:, None]).numpy()
+    np.testing.assert_allclose(torch_values, d.to_continuous(grid), rtol=0, atol=1e-7)
+    rng = np.random.default_rng(1)
+    m = ActionDiscretizer(np.array([-1.0, 0.0]), np.array([1.0, 2.0]), 16, layout="bounds")
+    x = rng.uniform(m.low, m.high, size=(500, 2))
+    back = m.to_continuous(m.to_bins(x))
+    # Plain numpy reference: the nearest of 16 evenly spaced values, bounds included.
+    values = np.linspace(m.low, m.high, 16)  # (16, 2)
+    nearest = values[np.abs(x[None] - values[:, None]).argmin(0), [0, 1]]
+    np.testing.assert_allclose(back, nearest, atol=1e-6)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        ActionDiscretizer(np.array([-1.0]), np.array([1.0]), 5, layout="edges")  # type: ignore[arg-type]

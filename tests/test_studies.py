@@ -32,6 +32,7 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "epochs": None,
         "batch_size": 128,
         "n_bins": 16,
+        "bin_layout": "centres",
         "gamma": 0.98,
         "n_step": 3,
         "conservative_weight": 0.5,

@@ -467,8 +467,10 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     except RuntimeError as e:
         raise ValueError(f"{weights_file} does not fit the model in {cfg_file.name}: {e}") from None
     model.to(device)
+    # Agents saved before bin layouts existed used bin centres.
+    layout = (meta.get("train") or {}).get("bin_layout", "centres")
     disc = ActionDiscretizer(
-        np.asarray(meta["action_low"]), np.asarray(meta["action_high"]), model_cfg.n_bins
+        np.asarray(meta["action_low"]), np.asarray(meta["action_high"]), model_cfg.n_bins, layout
     )
     return Agent(
         model,

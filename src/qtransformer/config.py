@@ -7,6 +7,7 @@ import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from qtransformer.discretize import BIN_LAYOUTS
 from qtransformer.model import (
     IMAGE_ENCODERS,
     ImageEncoderKind,
@@ -39,6 +40,9 @@ class TrainConfig:
     """Global batch size (split across processes under torchrun)."""
     n_bins: int = 16
     """Bins per action dimension."""
+    bin_layout: Literal["centres", "bounds"] = "centres"
+    """``centres``: equal bins, each acting at its centre (the paper's); ``bounds``: evenly
+    spaced values from the action bounds inclusive, so that actions on the bounds stay exact."""
     gamma: float = 0.98
     """Discount between environment steps (never between action dimensions)."""
     n_step: int = 3
@@ -161,6 +165,8 @@ class TrainConfig:
             raise ValueError(
                 f"grad_clip must be finite and >= 0 (0 disables it), got {self.grad_clip}"
             )
+        if self.bin_layout not in BIN_LAYOUTS:
+            raise ValueError(f"bin_layout must be one of {BIN_LAYOUTS}, got {self.bin_layout!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.image_encoder not in IMAGE_ENCODERS:

@@ -1,15 +1,22 @@
 """Continuous actions <-> per-dimension bins (docs/design.md, 'Discretization').
 
 Each action dimension i is cut into ``n_bins`` equal bins between ``low[i]`` and ``high[i]``;
-bin ``b`` maps back to its centre. The joint space ``n_bins ** dA`` is never enumerated.
+bin ``b`` maps back to its centre (``layout="centres"``, the default). With
+``layout="bounds"`` the bins are ``n_bins`` evenly spaced values from ``low[i]`` to ``high[i]``
+inclusive, and an action goes to the nearest: the bounds themselves are reachable, which
+matters when the data's actions often sit on them. The joint space ``n_bins ** dA`` is never
+enumerated.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
+
+BIN_LAYOUTS = ("centres", "bounds")
 
 
 @dataclass(frozen=True)
@@ -20,11 +27,14 @@ class ActionDiscretizer:
         low: Lower bound of every action dimension, shape ``(dA,)``.
         high: Upper bound of every action dimension, shape ``(dA,)``; strictly above ``low``.
         n_bins: Number of bins per dimension.
+        layout: ``"centres"`` (equal bins, each acting at its centre) or ``"bounds"``
+            (evenly spaced values from ``low`` to ``high`` inclusive, nearest one chosen).
     """
 
     low: np.ndarray
     high: np.ndarray
     n_bins: int
+    layout: Literal["centres", "bounds"] = "centres"
 
     def __post_init__(self) -> None:
         low = np.asarray(self.low, dtype=np.float64).reshape(-1)
@@ -41,6 +51,8 @@ class ActionDiscretizer:
             )
         if self.n_bins < 2:
             raise ValueError(f"n_bins must be at least 2, got {self.n_bins}")
+        if self.layout not in BIN_LAYOUTS:
+            raise ValueError(f"layout must be one of {BIN_LAYOUTS}, got {self.layout!r}")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -50,6 +62,9 @@ class ActionDiscretizer:
 
     @property
     def bin_width(self) -> np.ndarray:
+        """Width of a bin (``centres``) or spacing of the values (``bounds``)."""
+        if self.layout == "bounds":
+            return (self.high - self.low) / (self.n_bins - 1)
         return (self.high - self.low) / self.n_bins
 
     def to_bins(self, actions: np.ndarray, *, clip: bool = False) -> np.ndarray:
@@ -79,7 +94,10 @@ class ActionDiscretizer:
                     f"action out of bounds at index {idx}: {a[idx]} not in "
                     f"[{self.low[d]}, {self.high[d]}] (dimension {d}); pass clip=True to clip"
                 )
-        bins = np.floor((a - self.low) / self.bin_width).astype(np.int64)
+        if self.layout == "bounds":
+            bins = np.rint((a - self.low) / self.bin_width).astype(np.int64)
+        else:
+            bins = np.floor((a - self.low) / self.bin_width).astype(np.int64)
         # The upper bound itself belongs to the last bin.
         return np.clip(bins, 0, self.n_bins - 1)
 
@@ -90,10 +108,12 @@ class ActionDiscretizer:
             raise ValueError(f"bins must end in dimension {self.action_dim}, got shape {b.shape}")
         if b.size and (b.min() < 0 or b.max() >= self.n_bins):
             raise ValueError(f"bins must lie in [0, {self.n_bins - 1}], got {b.min()}..{b.max()}")
-        return (self.low + (b + 0.5) * self.bin_width).astype(np.float32)
+        offset = 0.0 if self.layout == "bounds" else 0.5
+        return (self.low + (b + offset) * self.bin_width).astype(np.float32)
 
     def to_continuous_torch(self, bins: torch.Tensor) -> torch.Tensor:
         """Torch version of :meth:`to_continuous`, on the tensor's device."""
         low = torch.as_tensor(self.low, dtype=torch.float32, device=bins.device)
         width = torch.as_tensor(self.bin_width, dtype=torch.float32, device=bins.device)
-        return low + (bins.float() + 0.5) * width
+        offset = 0.0 if self.layout == "bounds" else 0.5
+        return low + (bins.float() + offset) * width

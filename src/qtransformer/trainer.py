@@ -259,7 +259,7 @@ def agent_of(learner: Learner, data: OfflineDataset) -> Agent:
     uses_instructions = cfg.task_features == "instruction" and cfg.conditioned(len(data.tasks))
     return Agent(
         learner.model,
-        ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins),
+        ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins, cfg.bin_layout),
         learner.q_max,
         asdict(cfg),
         data.tasks,
@@ -314,7 +314,7 @@ def train(
     device = resolve_device(cfg.device)
     q_max = cfg.q_max if cfg.q_max is not None else data.default_q_max(cfg.gamma)
     cfg = replace(cfg, q_max=q_max, steps=cfg.steps_for(len(data.actions)))
-    discretizer = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins)
+    discretizer = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins, cfg.bin_layout)
     image_shape = None
     use_images = cfg.observation != "state"
     if use_images:

@@ -133,11 +133,9 @@ def q_diagnostics(agent: Any, data: Any) -> dict[str, float]:
     failed episodes: a calibrated Q separates them (and stays below 1)."""
     import numpy as np
 
-    from qtransformer.discretize import ActionDiscretizer
-
     starts = data.episodes.starts
     success = data.episode_success()
-    disc = ActionDiscretizer(data.action_low, data.action_high, agent.config.n_bins)
+    disc = agent.discretizer
     obs = np.asarray(data.observations)[starts]
     bins = disc.to_bins(np.asarray(data.actions)[starts], clip=True)
     tasks = [data.tasks[i] for i in np.asarray(data.task_ids)[starts]]

@@ -64,10 +64,13 @@ FINISH: dict[str, dict[str, Any]] = {
         "steps": 2000,
     },
     "qt-1-head": {"q_heads": 1},
+    "qt-bins-on-bounds": {"bin_layout": "bounds"},
 }
 """Shorter horizons: at gamma 0.98 a decision saved is worth 2% of Q, at 0.9 about 10%, so the
 value of finishing sooner stands out further above the conservative term's pull towards the
-data's frequent (expert-speed) bins."""
+data's frequent (expert-speed) bins; one Q head (less pessimism); and bins that reach the
+action bounds, where the expert's commands often sit (16 bin centres cost it 0.3-1.0
+decisions, ``benchmarks/finish.py``)."""
 SMALL_DATA: dict[str, dict[str, Any]] = {
     "qt-epochs-40": {"epochs": 40},
     "qt-3000-steps": {"steps": 3000},
