@@ -53,6 +53,8 @@ SPEED_VARIANTS: dict[str, dict[str, Any]] = {
 }
 """The profile's Q-Transformer in bf16 autocast, and compiled: what the faster settings do to
 learning and to a cell's time (``benchmarks/precision.py``)."""
+SMALL_DATA_DROPOUT = {"dropout": 0.1}
+"""Dropout, the best of the 25-episode variants, also measured at the profile's size."""
 FINISH: dict[str, dict[str, Any]] = {
     "qt-gamma-0.95": {"gamma": 0.95},
     "qt-gamma-0.9": {"gamma": 0.9},
@@ -65,6 +67,7 @@ FINISH: dict[str, dict[str, Any]] = {
     },
     "qt-1-head": {"q_heads": 1},
     "qt-bins-on-bounds": {"bin_layout": "bounds"},
+    "qt-with-dropout-0.1": SMALL_DATA_DROPOUT,
 }
 """Shorter horizons: at gamma 0.98 a decision saved is worth 2% of Q, at 0.9 about 10%, so the
 value of finishing sooner stands out further above the conservative term's pull towards the
@@ -76,7 +79,7 @@ SMALL_DATA: dict[str, dict[str, Any]] = {
     "qt-3000-steps": {"steps": 3000},
     "qt-alpha-0.25": {"conservative_weight": 0.25},
     "qt-alpha-1": {"conservative_weight": 1.0},
-    "qt-with-dropout-0.1": {"dropout": 0.1},
+    "qt-with-dropout-0.1": SMALL_DATA_DROPOUT,
 }
 """Training length and regularization where Q-Transformer loses at 25 episodes: steps from the
 data's size (40 passes: about the grid's 1000 steps at 100 episodes), three times the steps
