@@ -1,6 +1,6 @@
 """Why Q-Transformer's successes take more decisions than IQL's on ``push-v3``: diagnostics.
 
-.venv/bin/python benchmarks/finish.py [--preset noisy] [--seed 0] [--variants qt,qt-gamma-0.95-alpha-0.25]
+.venv/bin/python benchmarks/finish.py [--preset noisy] [--seed 0] [--variants qt,...]
 
 1. The scripted expert itself, acting through bins: decisions to success with its continuous
    actions, and with each action moved to the centre of its bin (16, 32, 256 bins). What the
