@@ -198,8 +198,8 @@ def metaworld_section() -> str:
         (
             "finish.md",
             "**Finishing sooner** (`qtransformer bench --study finish`: Q-Transformer variants "
-            "with a shorter horizon, a weaker conservative term or one Q head, beside the grid's "
-            "cells)",
+            "with a shorter horizon, a weaker conservative term, one Q head, bins on the action "
+            "bounds or dropout, beside the grid's cells)",
         ),
         (
             "finish_diagnostics.md",
