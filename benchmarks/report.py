@@ -160,15 +160,24 @@ def training_course() -> str:
     return "\n".join(lines)
 
 
+def study_run(name: str) -> dict | None:
+    """A study's committed ``*_run.json`` (machine, cells, process time), if there is one."""
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine_note(run: dict) -> str:
+    m = run["machine"]
+    return f"; {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']}"
+
+
 def metaworld_section() -> str:
     table = (RESULTS / "metaworld.md").read_text().strip()
     where = ""
-    if (RESULTS / "metaworld_run.json").exists():
-        run = json.loads((RESULTS / "metaworld_run.json").read_text())
-        m = run["machine"]
+    if run := study_run("metaworld_run.json"):
         where = (
-            f"; {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']}; the "
-            f"{run['cells_finished']} cells took {run['cell_seconds'] / 60:.0f} process-minutes, "
+            f"{machine_note(run)}; the {run['cells_finished']} cells took "
+            f"{run['cell_seconds'] / 60:.0f} process-minutes, "
             f"{run['cell_seconds'] / 120:.0f} min at 2 jobs"
         )
     text = (
@@ -419,12 +428,9 @@ def headline_section() -> str:
 def mt10_section() -> str:
     """The multi-task state study: mean per preset, per task, time limits and the plot."""
     where = ""
-    if (RESULTS / "mt10_run.json").exists():
-        run = json.loads((RESULTS / "mt10_run.json").read_text())
-        m = run["machine"]
+    if run := study_run("mt10_run.json"):
         where = (
-            f"; {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']}; "
-            f"{run['cells_finished']} of {run['cells_planned']} cells, "
+            f"{machine_note(run)}; {run['cells_finished']} of {run['cells_planned']} cells, "
             f"{run['cell_seconds'] / 60:.0f} process-minutes"
         )
     return (

@@ -318,6 +318,21 @@ def transfer_table(records: dict[str, Record], profile: Profile, name: str = "tr
     )
 
 
+def cells_of(
+    records: dict[str, Record], algo: str, preset: str, episodes: int | None
+) -> list[Record]:
+    """The finished records (with rows) of one algorithm on one preset and data size (None:
+    the profile's)."""
+    return [
+        c
+        for c in records.values()
+        if c["cell"]["algo"] == algo
+        and c["cell"]["preset"] == preset
+        and c["cell"].get("episodes") == episodes
+        and c["rows"]
+    ]
+
+
 def finish_table(
     records: dict[str, Record], profile: Profile, algos: tuple[str, ...], note: str = ""
 ) -> str:
@@ -333,14 +348,7 @@ def finish_table(
     ]
     for preset in HARD_PRESETS:
         for algo in algos:
-            cells = [
-                c
-                for c in records.values()
-                if c["cell"]["algo"] == algo
-                and c["cell"]["preset"] == preset
-                and c["cell"].get("episodes") is None
-                and c["rows"]
-            ]
+            cells = cells_of(records, algo, preset, None)
             if not cells:
                 continue
             rates, within, lengths = [], [], []
@@ -417,14 +425,7 @@ def variant_table(
     for n in episodes:
         for preset in HARD_PRESETS:
             for algo in algos:
-                cs = [
-                    c
-                    for c in records.values()
-                    if c["cell"]["algo"] == algo
-                    and c["cell"]["preset"] == preset
-                    and c["cell"].get("episodes") == n
-                    and c["rows"]
-                ]
+                cs = cells_of(records, algo, preset, n)
                 if not cs:
                     continue
                 by_step: dict[int, list[float]] = {}
