@@ -253,3 +253,17 @@ def test_bin_layout_reaches_the_agent_and_survives_save_and_load(tiny_arrays, tm
     np.testing.assert_array_equal(back.act(obs), agent.act(obs))
     with pytest.raises(ValueError, match="bin_layout must be one of"):
         qt.TrainConfig(bin_layout="edges")  # type: ignore[arg-type]
+
+
+def test_a_saved_agent_with_an_unknown_bin_layout_is_refused_naming_the_file(
+    agent, tmp_path
+) -> None:
+    import json
+
+    agent.save(tmp_path / "agent")
+    cfg_file = tmp_path / "agent" / "config.json"
+    meta = json.loads(cfg_file.read_text())
+    meta["train"]["bin_layout"] = "edges"
+    cfg_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config\.json: .*'train\.bin_layout'.*layout must be"):
+        qt.load_agent(tmp_path / "agent")

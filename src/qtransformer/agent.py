@@ -467,11 +467,21 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     except RuntimeError as e:
         raise ValueError(f"{weights_file} does not fit the model in {cfg_file.name}: {e}") from None
     model.to(device)
+    train = meta.get("train") or {}
     # Agents saved before bin layouts existed used bin centres.
-    layout = (meta.get("train") or {}).get("bin_layout", "centres")
-    disc = ActionDiscretizer(
-        np.asarray(meta["action_low"]), np.asarray(meta["action_high"]), model_cfg.n_bins, layout
-    )
+    layout = train.get("bin_layout", "centres") if isinstance(train, dict) else None
+    try:
+        disc = ActionDiscretizer(
+            np.asarray(meta["action_low"]),
+            np.asarray(meta["action_high"]),
+            model_cfg.n_bins,
+            layout,  # type: ignore[arg-type]  # checked by ActionDiscretizer
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"{cfg_file}: fields 'action_low', 'action_high' and 'train.bin_layout' do not "
+            f"give the action bins ({type(e).__name__}: {e})"
+        ) from None
     return Agent(
         model,
         disc,
