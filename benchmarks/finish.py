@@ -59,74 +59,52 @@ class Args:
     out: Path = RESULTS / "finish_diagnostics.json"
 
 
-def expert_under_bins(task: str, bins: int | None, episodes: int, profile: Any) -> dict:
-    """The scripted expert (no noise) with its actions at bin centres (None: continuous)."""
-    env = MetaWorldTask(task, profile.max_steps, profile.action_repeat, None, "corner")
-    disc = None if bins is None else ActionDiscretizer(-np.ones(4), np.ones(4), bins)
-    lengths, successes = [], 0
-    for k in range(episodes):
-        policy = make_policy(task, PolicySpec("expert"))
-        rng = np.random.default_rng(k)
-        env.reset(seed=EVAL_SEED_OFFSET + k)
-        obs, n, done, ok = env.raw_obs, 0, False, False
-        while not done:
-            a = policy(obs, rng)
-            if disc is not None:
-                a = disc.to_continuous(disc.to_bins(a, clip=True))
-            _, _, ok, trunc, _ = env.step(np.asarray(a, np.float32))
-            obs, n, done = env.raw_obs, n + 1, ok or trunc
-        if ok:
-            successes += 1
-            lengths.append(n)
-    return {
-        "task": task,
-        "bins": bins,
-        "success": successes / episodes,
-        "decisions": float(np.mean(lengths)) if lengths else None,
-        "within_15": float(np.sum(np.asarray(lengths) <= 15)) / episodes,
-    }
-
-
-def rollouts(agent: Any, task: str, episodes: int, profile: Any) -> dict:
-    """Greedy episodes recording the chosen action's Q and the bins' margins per decision."""
-    env = MetaWorldTask(task, profile.max_steps, profile.action_repeat, None, "corner")
-    eps = []
-    for k in range(episodes):
-        env.reset(seed=EVAL_SEED_OFFSET + k)
-        obs, done, ok = env.raw_obs, False, False
-        qs, margins, actions = [], [], []
-        while not done:
-            bins, q = agent.act_bins(obs[None])
-            full = agent.q_values(obs[None], bins)[0]  # (dA, N)
-            top2 = np.sort(full, axis=-1)[:, -2:]
-            margins.append(top2[:, 1] - top2[:, 0])
-            qs.append(float(q[0, -1]))
-            actions.append(agent.discretizer.to_continuous(bins)[0])
-            _, _, ok, trunc, _ = env.step(actions[-1])
-            obs, done = env.raw_obs, ok or trunc
-        eps.append(
-            {
-                "success": bool(ok),
-                "q": qs,
-                "margins": np.asarray(margins).tolist(),
-                "actions": np.asarray(actions).tolist(),
-            }
-        )
-    return {"episodes": eps}
-
-
 def policy_rollouts(act: Any, task: str, episodes: int, profile: Any) -> list[dict]:
-    """Greedy episodes of any ``act(obs (1, 39)) -> (1, 4)`` policy, with their actions."""
+    """Greedy episodes of any ``act(obs (39,)) -> (4,)`` policy (evaluation seeds), with the
+    actions it took."""
     env = MetaWorldTask(task, profile.max_steps, profile.action_repeat, None, "corner")
     eps = []
     for k in range(episodes):
         env.reset(seed=EVAL_SEED_OFFSET + k)
         obs, done, ok, actions = env.raw_obs, False, False, []
         while not done:
-            actions.append(np.asarray(act(obs[None])[0], np.float32))
+            actions.append(np.asarray(act(obs), np.float32))
             _, _, ok, trunc, _ = env.step(actions[-1])
             obs, done = env.raw_obs, ok or trunc
         eps.append({"success": bool(ok), "actions": np.asarray(actions).tolist()})
+    return eps
+
+
+def expert_act(task: str, bins: int | None = None) -> Any:
+    """The scripted expert without noise, its actions at bin centres (None: continuous)."""
+    policy, rng = make_policy(task, PolicySpec("expert")), np.random.default_rng(0)
+    disc = None if bins is None else ActionDiscretizer(-np.ones(4), np.ones(4), bins)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        a = policy(obs, rng)
+        return a if disc is None else disc.to_continuous(disc.to_bins(a, clip=True))
+
+    return act
+
+
+def agent_rollouts(agent: Any, task: str, episodes: int, profile: Any) -> list[dict]:
+    """Greedy episodes that also record, per decision, the chosen action's Q (last
+    dimension) and the gap between the best and second-best bin of every dimension."""
+    log: list[tuple[float, np.ndarray]] = []
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        bins, q = agent.act_bins(obs[None])
+        top2 = np.sort(agent.q_values(obs[None], bins)[0], axis=-1)[:, -2:]  # (dA, 2)
+        log.append((float(q[0, -1]), top2[:, 1] - top2[:, 0]))
+        return agent.discretizer.to_continuous(bins)[0]
+
+    eps = policy_rollouts(act, task, episodes, profile)
+    start = 0
+    for e in eps:
+        n = len(e["actions"])
+        e["q"] = [q for q, _ in log[start : start + n]]
+        e["margins"] = [m.tolist() for _, m in log[start : start + n]]
+        start += n
     return eps
 
 
@@ -191,29 +169,28 @@ def main(args: Args) -> None:
     }
     for task in args.expert_tasks.split(","):
         for bins in (None, 16, 32, 256):
-            out["expert"].append(expert_under_bins(task, bins, args.episodes, profile))
+            m = motion(policy_rollouts(expert_act(task, bins), task, args.episodes, profile))
+            out["expert"].append({"task": task, "bins": bins, **m})
             print(out["expert"][-1], flush=True)
     data = OfflineDataset.open(ensure_dataset(args.work, profile, args.preset, args.seed))
     task = data.tasks[0]
-    expert = make_policy(task, PolicySpec("expert"))
-    rng = np.random.default_rng(0)
     out["motion"] = {
-        "expert": motion(
-            policy_rollouts(lambda o: expert(o[0], rng)[None], task, args.episodes, profile)
-        )
+        "expert": motion(policy_rollouts(expert_act(task), task, args.episodes, profile))
     }
     if args.iql:
         from qtransformer.baselines import train_baseline
 
         iql = train_baseline("iql", data, profile.steps["iql"], seed=args.seed)
-        out["motion"]["iql"] = motion(policy_rollouts(iql.act, task, args.episodes, profile))
+        out["motion"]["iql"] = motion(
+            policy_rollouts(lambda o: iql.act(o[None])[0], task, args.episodes, profile)
+        )
     print(out["motion"], flush=True)
     for variant in args.variants.split(","):
         cfg = qt_config(Cell(variant, args.preset, args.seed), profile)
         t0 = time.perf_counter()
         agent = train(data, cfg)
         seconds = time.perf_counter() - t0
-        roll = rollouts(agent, data.tasks[0], args.episodes, profile)["episodes"]
+        roll = agent_rollouts(agent, task, args.episodes, profile)
         wins = [e for e in roll if e["success"]]
         q = [np.asarray(e["q"]) for e in wins]
         g = [cfg.gamma ** np.arange(len(e["q"]) - 1, -1, -1, dtype=float) for e in wins]
