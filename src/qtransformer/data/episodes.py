@@ -46,7 +46,12 @@ class Episode:
 
     @property
     def success(self) -> bool:
-        return bool(np.asarray(self.rewards).sum() > 0)
+        """Rewards summing above 0 (the sparse success reward); with negative rewards (a
+        cost per step until the goal, as in OGBench) the episode ending in a true terminal."""
+        r = np.asarray(self.rewards)
+        if r.size and r.min() < 0:
+            return bool(self.terminated)
+        return bool(r.sum() > 0)
 
 
 def validate_episode(

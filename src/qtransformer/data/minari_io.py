@@ -106,6 +106,7 @@ def write_minari(
     overwrite: bool = False,
     instruction_embeddings: Mapping[str, np.ndarray] | None = None,
     embedding_model: str | None = None,
+    reward_range: tuple[float, float] = (0.0, 1.0),
 ) -> Path:
     """Validate ``episodes`` and write them as the Minari dataset ``root/dataset_id``.
 
@@ -126,6 +127,8 @@ def write_minari(
         instruction_embeddings: Instruction -> embedding vector, for every instruction of
             the episodes (cached so training needs no language model).
         embedding_model: Name of the model that made them (required with them).
+        reward_range: Rewards outside ``[low, high]`` are refused (default: the sparse
+            success reward; OGBench's singletask reward is ``(-objects, 0)``).
 
     Returns:
         The dataset's folder, ``root/dataset_id``.
@@ -147,7 +150,7 @@ def write_minari(
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} exists; pass overwrite=True to replace it")
     low, high = np.asarray(action_low, np.float64), np.asarray(action_high, np.float64)
-    validate_episodes(episodes, low, high)
+    validate_episodes(episodes, low, high, reward_range=reward_range)
     tasks = sorted({ep.task for ep in episodes})
     instructions = {ep.task: ep.instruction for ep in episodes}
     extra: dict[str, Any] = {}
