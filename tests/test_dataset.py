@@ -70,17 +70,46 @@ def test_wrong_shapes_and_empty(tiny_arrays) -> None:
         qt.OfflineDataset.from_arrays(**empty)
 
 
-def test_negative_rewards_are_refused_for_the_value_bound(tiny_arrays) -> None:
-    tiny_arrays["rewards"][2] = -1.0
-    data = qt.OfflineDataset.from_arrays(**tiny_arrays)
-    with pytest.raises(ValueError, match="rewards must be non-negative"):
-        qt.train(data, qt.TrainConfig(steps=1))
-
-
 def test_q_max_is_one_for_sparse_success_and_bounded_otherwise(tiny_arrays) -> None:
     assert qt.OfflineDataset.from_arrays(**tiny_arrays).default_q_max(0.9) == 1.0
     tiny_arrays["rewards"][0] = 0.5  # a reward on a non-terminal step: dense rewards
     assert qt.OfflineDataset.from_arrays(**tiny_arrays).default_q_max(0.9) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    "rewards,gamma,expected",
+    [
+        ({2: -1.0}, 0.9, (-10.0, 10.0)),  # a cost beside the success reward of 1
+        ("cost", 0.99, (-100.0, 0.0)),  # -1 per step, 0 at the goal (goal reaching)
+        ({0: 0.5, 3: -2.0}, 0.5, (-4.0, 2.0)),  # dense, both signs
+    ],
+)
+def test_value_range_follows_the_reward_range_and_gamma(tiny_arrays, rewards, gamma, expected):
+    r = tiny_arrays["rewards"]
+    if rewards == "cost":
+        r[:] = np.where(tiny_arrays["terminals"], 0.0, -1.0)
+    else:
+        for i, v in rewards.items():
+            r[i] = v
+    data = qt.OfflineDataset.from_arrays(**tiny_arrays)
+    # Reference: the returns of the worst and the best reward received forever.
+    lo, hi = min(r.min(), 0) / (1 - gamma), max(r.max(), 0) / (1 - gamma)
+    assert data.value_range(gamma) == pytest.approx((lo, hi))
+    assert data.value_range(gamma) == pytest.approx(expected)
+    # A given end replaces the derived one; an empty range is refused, naming both ends.
+    assert data.value_range(gamma, q_min=-3.0) == pytest.approx((-3.0, hi))
+    with pytest.raises(ValueError, match=r"empty value range: q_min = 5 .* q_max"):
+        data.value_range(gamma, q_min=5.0, q_max=5.0)
+
+
+def test_negative_rewards_train_in_the_affine_range(tiny_arrays) -> None:
+    tiny_arrays["rewards"][:] = np.where(tiny_arrays["terminals"], 0.0, -1.0)
+    data = qt.OfflineDataset.from_arrays(**tiny_arrays)
+    agent = qt.train(data, qt.TrainConfig(steps=2, gamma=0.9))
+    assert (agent.q_min, agent.q_max) == pytest.approx((-10.0, 0.0))
+    assert agent.train_config["q_min"] == pytest.approx(-10.0)
+    _, q = agent.act_bins(data.observations[:4])
+    assert np.all((q >= -10.0) & (q <= 0.0))  # the sigmoid's [0, 1] mapped onto the range
 
 
 def test_npz_round_trip_is_atomic(tiny_arrays, tmp_path) -> None:

@@ -85,7 +85,7 @@ def load_checkpoint_step(path) -> int:
     [
         ("q_max", float("nan")),
         ("q_max", float("inf")),
-        ("q_max", 0.0),
+        ("q_min", float("-inf")),
         ("gamma", 1.5),
         ("gamma", float("nan")),
         ("lr", 0.0),
@@ -97,6 +97,11 @@ def load_checkpoint_step(path) -> int:
 def test_config_refuses_impossible_values(field, value) -> None:
     with pytest.raises(ValueError, match=rf"^{field} must"):
         qt.TrainConfig(**{field: value})
+
+
+def test_config_refuses_an_empty_value_range() -> None:
+    with pytest.raises(ValueError, match=r"^q_min must be below q_max .* q_min=0.0, q_max=0.0"):
+        qt.TrainConfig(q_min=0.0, q_max=0.0)
 
 
 def test_config_accepts_the_edges() -> None:
@@ -154,6 +159,10 @@ def test_load_agent_refuses_non_finite_q_max(agent, tmp_path) -> None:
     meta["q_max"] = float("inf")
     cfg_file.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"config\.json has q_max = inf"):
+        load_agent(tmp_path / "a")
+    meta["q_max"], meta["q_min"] = 1.0, 2.0
+    cfg_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config\.json has q_min = 2.0 and q_max = 1.0"):
         load_agent(tmp_path / "a")
 
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from qtransformer.loss import behaviour_cloning_loss, per_dimension_targets, q_transformer_loss
+from qtransformer.loss import (
+    behaviour_cloning_loss,
+    normalized_returns,
+    per_dimension_targets,
+    q_transformer_loss,
+)
 
 
 def reference_targets(target_q, next_first, reward_sum, disc, mc):
@@ -67,6 +72,27 @@ def test_targets_match_reference(use_mc: bool, H: int) -> None:
     )
     ref = reference_targets(x["target_q"], x["next_first"], x["reward_sum"], x["disc"], mc)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("q_min,q_max", [(0.0, 1.0), (-100.0, 0.0), (-4.0, 2.0)])
+def test_affine_value_range_gives_the_targets_of_unnormalized_values(q_min, q_max) -> None:
+    """Targets computed in [0, 1] and mapped back equal the numpy reference run on the
+    unnormalized values, for rewards and returns of any sign."""
+    x = random_inputs(H=2, seed=5)
+    S = q_max - q_min
+    rng = np.random.default_rng(6)
+    reward = q_min + S * rng.uniform(size=5) * 0.2  # n-step sums inside the range
+    mc = q_min + S * rng.uniform(size=5)
+    r_n, mc_n = normalized_returns(t(reward), t(x["disc"]), t(mc), q_min, q_max)
+    got = per_dimension_targets(t(x["target_q"]), t(x["next_first"]), r_n, t(x["disc"]), mc_n)
+    ref = reference_targets(
+        q_min + S * x["target_q"], q_min + S * x["next_first"], reward, x["disc"], mc
+    )
+    np.testing.assert_allclose(q_min + S * got.numpy(), ref, rtol=1e-10, atol=1e-10)
+    # A terminal step's target is its reward itself, however negative.
+    last = q_min + S * got.numpy()[:, -1]
+    done = x["disc"] == 0
+    np.testing.assert_allclose(last[done], np.maximum(reward, mc)[done])
 
 
 def test_intermediate_dims_take_max_of_next_dim_and_ignore_reward() -> None:

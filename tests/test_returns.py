@@ -56,6 +56,33 @@ def test_mc_return_to_go_hand_computed() -> None:
     np.testing.assert_allclose(mc, [0.25, 0.5, 1.0, 0.0, 0.0, 0.0, 2.0])
 
 
+def reference_mc(rewards, terminals, timeouts, gamma, tail):
+    """Plain loop: sum forward to the episode's end, then add gamma^m * tail after a cut."""
+    T = len(rewards)
+    ends = [t for t in range(T) if terminals[t] or timeouts[t] or t == T - 1]
+    out = []
+    for t in range(T):
+        end = next(e for e in ends if e >= t)
+        total = sum(gamma ** (k - t) * rewards[k] for k in range(t, end + 1))
+        if not terminals[end]:
+            total += gamma ** (end + 1 - t) * tail
+        out.append(total)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("tail", [0.0, -10.0])
+def test_mc_return_to_go_with_negative_rewards_bounds_the_cut_future(tail) -> None:
+    rng = np.random.default_rng(3)
+    r = -rng.integers(0, 3, 12).astype(float)  # costs of 0, 1 or 2 per step
+    term, tout = flags(12, terminal_at=[3], timeout_at=[8])
+    mc = discounted_return_to_go(r, find_episodes(term, tout), 0.9, truncated_value=tail)
+    np.testing.assert_allclose(mc, reference_mc(r, term, tout, 0.9, tail), rtol=1e-12)
+    # Hand-computed: the last step before the cut at 8 gets its reward plus gamma times the
+    # tail; the terminal episode (steps 0-3) never sees the tail.
+    np.testing.assert_allclose(mc[8], r[8] + 0.9 * tail)
+    np.testing.assert_allclose(mc[3], r[3])
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
 @pytest.mark.parametrize(
     "terminal_at,timeout_at",

@@ -64,6 +64,7 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "grad_clip": 1.0,
         "target_update_rate": 0.005,
         "q_max": None,
+        "q_min": None,
         "seed": 0,
         "device": "auto",
         "precision": "fp32",

@@ -104,7 +104,7 @@ class Agent:
     Args:
         model: The trained Q network.
         discretizer: Bin layout used in training.
-        q_max: Value bound that scales the network's [0, 1] output.
+        q_max: Upper end of the value range that the network's [0, 1] output maps onto.
         train_config: The training configuration, kept for the record.
         tasks: Task names, in the order of the task ids used in training.
         instructions: One instruction per task.
@@ -115,6 +115,8 @@ class Agent:
             ``action_repeat``, ``camera``, ``image_size``: what
             :meth:`qtransformer.data.dataset.OfflineDataset.env_settings` records);
             evaluation uses them unless told otherwise.
+        q_min: Lower end of the value range (0 for non-negative rewards): the network's
+            output ``x`` stands for ``q_min + (q_max - q_min) x``.
     """
 
     def __init__(
@@ -128,9 +130,11 @@ class Agent:
         embedding_model: str | None = None,
         camera: str | None = None,
         env: Mapping[str, Any] | None = None,
+        q_min: float = 0.0,
     ) -> None:
         self.model = model.eval()
         self.discretizer = discretizer
+        self.q_min = float(q_min)
         self.q_max = float(q_max)
         self.train_config = dict(train_config or {})
         self.tasks = list(tasks)
@@ -333,7 +337,7 @@ class Agent:
             logits = self.model(obs, bins, cond, images, logits=True)[:, 0]  # (B, dA, N)
             chosen = logits.log_softmax(-1).gather(-1, bins[..., None])[..., 0]
             return bins.cpu().numpy(), chosen.exp().cpu().numpy()
-        return bins.cpu().numpy(), q.cpu().numpy() * self.q_max
+        return bins.cpu().numpy(), self._value(q.cpu().numpy())
 
     def act(
         self,
@@ -386,7 +390,11 @@ class Agent:
             raise ValueError(f"bins has {b.shape[0]} rows for {B} observations")
         cond = self._condition(task, instruction, B)
         q = self.model(obs, b, cond, images).amin(dim=1)  # (B, dA, N)
-        return q.cpu().numpy() * self.q_max
+        return self._value(q.cpu().numpy())
+
+    def _value(self, q: np.ndarray) -> np.ndarray:
+        """Network output in [0, 1] -> Q in the value range ``[q_min, q_max]``."""
+        return self.q_min + (self.q_max - self.q_min) * q
 
     def history(self, num_envs: int) -> ObservationHistory:
         """A stateful helper that keeps each environment's last ``window`` observations."""
@@ -411,6 +419,7 @@ class Agent:
             "model": asdict(self.config),
             "action_low": self.discretizer.low.tolist(),
             "action_high": self.discretizer.high.tolist(),
+            "q_min": self.q_min,
             "q_max": self.q_max,
             "tasks": self.tasks,
             "instructions": self.instructions,
@@ -439,8 +448,15 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{cfg_file}: field 'model' does not describe a model ({e})") from None
     q_max = meta.get("q_max")
-    if not (isinstance(q_max, (int, float)) and 0 < q_max < float("inf")):
-        raise ValueError(f"{cfg_file} has q_max = {q_max!r}: it must be finite and > 0")
+    q_min = meta.get("q_min", 0.0)  # agents saved before value ranges existed start at 0
+    for name, v in (("q_min", q_min), ("q_max", q_max)):
+        if not (isinstance(v, (int, float)) and abs(v) < float("inf")):
+            raise ValueError(f"{cfg_file} has {name} = {v!r}: it must be a finite number")
+    if not q_min < q_max:
+        raise ValueError(
+            f"{cfg_file} has q_min = {q_min!r} and q_max = {q_max!r}: q_min must be below q_max"
+        )
+    value_range = (float(q_min), float(q_max))  # type: ignore[arg-type]  # checked above
     weights_file = path / "model.safetensors"
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file}: no such file (an incomplete agent folder)")
@@ -485,13 +501,14 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
     return Agent(
         model,
         disc,
-        q_max,
+        value_range[1],
         meta.get("train"),
         meta.get("tasks", ["task"]),
         meta.get("instructions"),
         meta.get("embedding_model"),
         meta.get("camera"),
         meta.get("env"),
+        q_min=value_range[0],
     )
 
 

@@ -115,8 +115,13 @@ class TrainConfig:
     target_update_rate: float = 0.005
     """Polyak rate tau: target <- (1 - tau) target + tau online, every step."""
     q_max: float | None = None
-    """Value bound that scales the sigmoid output. None: 1 when rewards lie in [0, 1]
-    and only on terminal steps (sparse success), else max reward / (1 - gamma)."""
+    """Upper end of the value range that the sigmoid output maps onto. None: 1 when rewards
+    lie in [0, 1] and only on terminal steps (sparse success), else max(max reward, 0) /
+    (1 - gamma)."""
+    q_min: float | None = None
+    """Lower end of the value range: the value the conservative term pulls unseen bins to,
+    and the value assumed after a time-limit cut in the Monte Carlo bound. None: 0 for
+    non-negative rewards, else min reward / (1 - gamma)."""
     seed: int = 0
     """Seed of the network initialization and of batch sampling."""
     device: str = "auto"
@@ -187,10 +192,16 @@ class TrainConfig:
             raise ValueError(
                 f"epochs must be finite and > 0 (or None: use steps), got {self.epochs}"
             )
-        if self.q_max is not None and not (0 < self.q_max <= FLOAT32_MAX):
+        for name in ("q_min", "q_max"):
+            v = getattr(self, name)
+            if v is not None and not (-FLOAT32_MAX <= v <= FLOAT32_MAX):  # also false for NaN
+                raise ValueError(
+                    f"{name} must be a finite float32 (or None: derived from the rewards), got {v}"
+                )
+        if self.q_min is not None and self.q_max is not None and not self.q_min < self.q_max:
             raise ValueError(
-                f"q_max must be finite and in (0, {FLOAT32_MAX:.3g}] (or None: derived from "
-                f"the rewards), got {self.q_max}"
+                f"q_min must be below q_max (the value range), got q_min={self.q_min}, "
+                f"q_max={self.q_max}"
             )
 
     @classmethod

@@ -16,6 +16,7 @@ from qtransformer.encoders.pretrained import PretrainedImageEncoder
 from qtransformer.loss import (
     LossOutput,
     behaviour_cloning_loss,
+    normalized_returns,
     per_dimension_targets,
     q_transformer_loss,
 )
@@ -33,8 +34,8 @@ class Learner:
         obs_dim: Length of an observation vector.
         action_dim: Number of action dimensions.
         n_tasks: Number of tasks in the data (a task token is added when above 1).
-        q_max: Value bound; rewards and returns are divided by it (docs/design.md,
-            'Value range').
+        q_max: Upper end of the value range ``[q_min, q_max]`` that the network's [0, 1]
+            output maps onto affinely (docs/design.md, 'Value range').
         device: Where the networks live.
         obs_mean: Per-feature observation mean for the encoder's normalization.
         obs_std: Per-feature observation standard deviation.
@@ -43,6 +44,7 @@ class Learner:
         image_shape: ``(H, W, C)`` of the data's camera frames, for image observations.
         task_features: The task feature table ``(n_tasks, task_dim)`` (instruction
             embeddings); default: one-hot codes.
+        q_min: Lower end of the value range (0 for non-negative rewards).
     """
 
     def __init__(
@@ -58,10 +60,12 @@ class Learner:
         distributed: bool = False,
         image_shape: tuple[int, int, int] | None = None,
         task_features: torch.Tensor | None = None,
+        q_min: float = 0.0,
     ) -> None:
-        if q_max <= 0:
-            raise ValueError(f"q_max must be positive, got {q_max}")
+        if not (math.isfinite(q_min) and math.isfinite(q_max) and q_min < q_max):
+            raise ValueError(f"the value range needs finite q_min < q_max, got [{q_min}, {q_max}]")
         self.cfg = cfg
+        self.q_min = float(q_min)
         self.q_max = float(q_max)
         self.device = torch.device(device)
         # Initialization depends on the seed alone, without touching the global RNG.
@@ -140,8 +144,8 @@ class Learner:
                 out.total,
                 out.td,
                 out.conservative,
-                out.q_data.mean() * self.q_max,
-                out.targets.mean() * self.q_max,
+                self.value(out.q_data.mean()),
+                self.value(out.targets.mean()),
                 grad_norm,
             ]
         ).tolist()  # one synchronization for all metrics
@@ -162,18 +166,21 @@ class Learner:
             target_q = self.target(b.obs, b.bins, task, images)  # (B, H, dA, N)
             next_q = self.target.first_dim_q(b.next_obs, task, next_images)  # (B, H, N)
         with torch.no_grad():
+            reward, mc = normalized_returns(
+                b.reward_sum, b.bootstrap_discount, b.mc_return, self.q_min, self.q_max
+            )
             targets = per_dimension_targets(
-                target_q,
-                next_q,
-                b.reward_sum / self.q_max,
-                b.bootstrap_discount,
-                b.mc_return / self.q_max if cfg.mc_lower_bound else None,
+                target_q, next_q, reward, b.bootstrap_discount, mc if cfg.mc_lower_bound else None
             )
         with self._autocast():
             q = self.net(b.obs, b.bins, task, images)  # (B, H, dA, N), float32
         return q_transformer_loss(
             q, b.bins, targets, b.td_valid, cfg.conservative_weight, cfg.conservative
         )
+
+    def value(self, q: torch.Tensor) -> torch.Tensor:
+        """Normalized Q in [0, 1] -> Q in the value range ``[q_min, q_max]``."""
+        return self.q_min + (self.q_max - self.q_min) * q
 
     def _autocast(self) -> torch.autocast:
         """bfloat16 autocast of the networks' passes when ``precision='bf16'``; the model

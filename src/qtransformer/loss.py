@@ -1,7 +1,8 @@
 """Paper eq. 1 (per-dimension Bellman targets) and eq. 2 (conservative regularizer).
 
-Pure functions on tensors, all in normalized Q space ([0, 1]); rewards and returns come
-in already divided by the value bound ``q_max``.
+Pure functions on tensors, all in normalized Q space ([0, 1], the value range ``[q_min,
+q_max]`` mapped affinely); rewards and returns come in already mapped
+(:func:`normalized_returns`), so 0 is the lowest value.
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ class LossOutput:
     conservative: torch.Tensor
     q_data: torch.Tensor
     targets: torch.Tensor
+
+
+def normalized_returns(
+    reward_sum: torch.Tensor,
+    bootstrap_discount: torch.Tensor,
+    mc_return: torch.Tensor,
+    q_min: float,
+    q_max: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards and Monte Carlo returns in the network's [0, 1] space.
+
+    With ``Q = q_min + (q_max - q_min) Qn``, the target ``R + D V'`` (n-step reward sum
+    ``R``, bootstrap discount ``D``, 0 after a terminal) becomes ``Qn = (R - q_min (1 - D)) /
+    (q_max - q_min) + D Vn'``: the discount multiplies the normalized next value unchanged
+    and the reward part absorbs the offset. Returns ``(R_n, MC_n)`` with ``MC_n = (MC -
+    q_min) / (q_max - q_min)``; for ``q_min = 0`` these are ``R / q_max`` and ``MC / q_max``.
+    The conservative term's target, normalized 0, is then ``q_min``: the lowest value.
+    """
+    scale = q_max - q_min
+    reward = (reward_sum - q_min * (1.0 - bootstrap_discount)) / scale
+    return reward, (mc_return - q_min) / scale
 
 
 def per_dimension_targets(

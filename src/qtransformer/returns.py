@@ -72,11 +72,16 @@ def find_episodes(terminals: np.ndarray, timeouts: np.ndarray) -> Episodes:
     )
 
 
-def discounted_return_to_go(rewards: np.ndarray, episodes: Episodes, gamma: float) -> np.ndarray:
+def discounted_return_to_go(
+    rewards: np.ndarray, episodes: Episodes, gamma: float, truncated_value: float = 0.0
+) -> np.ndarray:
     """Monte Carlo return-to-go ``MC_t = sum_k gamma^k r_{t+k}`` within each episode.
 
-    (docs/design.md, 'Targets'): the data policy achieved ``MC_t``, so it lower-bounds Q*
-    (for non-negative rewards, also on truncated episodes).
+    (docs/design.md, 'Targets'): the data policy achieved ``MC_t``, so it lower-bounds Q*.
+    A time limit cuts an episode whose future still counts: there the value after the cut
+    is taken as ``truncated_value`` (the lowest value of the range, 0 for non-negative
+    rewards), ``MC_t = sum_{k<m} gamma^k r_{t+k} + gamma^m truncated_value``, which keeps
+    the bound valid for negative rewards too.
     """
     r = np.asarray(rewards, dtype=np.float64).reshape(-1)
     if r.shape[0] != episodes.num_steps:
@@ -85,7 +90,8 @@ def discounted_return_to_go(rewards: np.ndarray, episodes: Episodes, gamma: floa
         )
     out = np.zeros_like(r)
     # Sweep backwards by offset from each episode's end, all episodes at once.
-    running = np.zeros(len(episodes.ends))
+    # Each episode's value after its last step: 0 after a true terminal.
+    running = np.where(episodes.terminated, 0.0, float(truncated_value))
     lengths = episodes.lengths
     for k in range(int(lengths.max())):
         alive = lengths > k

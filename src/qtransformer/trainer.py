@@ -255,7 +255,7 @@ def load_checkpoint(
 def agent_of(learner: Learner, data: OfflineDataset) -> Agent:
     """An agent acting with the learner's online network (weights shared, not copied), as
     ``train`` returns it; callbacks use it to evaluate along the way."""
-    cfg = replace(learner.cfg, q_max=learner.q_max)
+    cfg = replace(learner.cfg, q_min=learner.q_min, q_max=learner.q_max)
     uses_instructions = cfg.task_features == "instruction" and cfg.conditioned(len(data.tasks))
     return Agent(
         learner.model,
@@ -267,6 +267,7 @@ def agent_of(learner: Learner, data: OfflineDataset) -> Agent:
         embedding_model=data.instruction_embedding_model if uses_instructions else None,
         camera=data.metadata.get("camera"),
         env=data.env_settings(),
+        q_min=learner.q_min,
     )
 
 
@@ -312,8 +313,8 @@ def train(
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by {world} processes")
     device = resolve_device(cfg.device)
-    q_max = cfg.q_max if cfg.q_max is not None else data.default_q_max(cfg.gamma)
-    cfg = replace(cfg, q_max=q_max, steps=cfg.steps_for(len(data.actions)))
+    q_min, q_max = data.value_range(cfg.gamma, cfg.q_min, cfg.q_max)
+    cfg = replace(cfg, q_min=q_min, q_max=q_max, steps=cfg.steps_for(len(data.actions)))
     discretizer = ActionDiscretizer(data.action_low, data.action_high, cfg.n_bins, cfg.bin_layout)
     image_shape = None
     use_images = cfg.observation != "state"
@@ -347,6 +348,7 @@ def train(
         distributed=world > 1,
         image_shape=image_shape,
         task_features=task_features,
+        q_min=q_min,
     )
     image_source = None
     encoder = learner.model.image_encoder
@@ -370,6 +372,7 @@ def train(
         cfg.window,
         images=use_images,
         image_source=image_source,
+        q_min=q_min,
     )
     agent = agent_of(learner, data)
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -602,21 +602,49 @@ class OfflineDataset:
         return sums > 0
 
     def default_q_max(self, gamma: float) -> float:
-        """Value bound: 1 for sparse success rewards in [0, 1], else r_max / (1 - gamma)."""
-        r = self.rewards
-        if r.min() < 0:
+        """Upper end of the value range derived from the rewards (:meth:`value_range`)."""
+        return self.value_range(gamma)[1]
+
+    def value_range(
+        self, gamma: float, q_min: float | None = None, q_max: float | None = None
+    ) -> tuple[float, float]:
+        """The range ``[q_min, q_max]`` that every Q value of this data lies in, which the
+        network's sigmoid output is mapped onto affinely (docs/design.md, 'Value range').
+
+        Sparse success rewards (in [0, 1], positive only on terminal steps) give ``(0, 1)``;
+        otherwise ``q_min = min(r_min, 0) / (1 - gamma)`` and ``q_max = max(r_max, 0) /
+        (1 - gamma)``, the returns of receiving the worst or best reward forever (a time
+        limit bootstraps, so no horizon bounds them). ``q_min`` and ``q_max``, when given,
+        replace the derived ends (``TrainConfig.q_min`` / ``q_max``).
+
+        Raises:
+            ValueError: when a derived end is not a finite float32 (gamma = 1 with rewards
+                before the terminal step, or huge rewards), or the range is empty.
+        """
+        r = np.asarray(self.rewards, dtype=np.float64)
+        r_min = float(r.min()) if r.size else 0.0
+        r_max = float(r.max()) if r.size else 0.0
+        sparse = r_min >= 0 and r_max <= 1.0 and not np.any((r > 0) & ~self.terminals)
+
+        def derived(name: str, bound: float) -> float:
+            if bound == 0.0:
+                return 0.0
+            value = bound / (1.0 - gamma) if gamma < 1.0 else float("inf")
+            if not abs(value) <= float(np.finfo(np.float32).max):  # also false for NaN
+                raise ValueError(
+                    f"cannot derive {name} = {'min' if name == 'q_min' else 'max'} reward / "
+                    f"(1 - gamma) = {bound:.4g} / (1 - {gamma}): not a finite float32 "
+                    "(gamma = 1 with rewards before the terminal step, or huge rewards); pass "
+                    f"--{name.replace('_', '-')} (TrainConfig.{name}) with a bound on the returns"
+                )
+            return value
+
+        lo = q_min if q_min is not None else 0.0 if sparse else derived("q_min", min(r_min, 0.0))
+        hi = q_max if q_max is not None else 1.0 if sparse else derived("q_max", max(r_max, 0.0))
+        if not lo < hi:
             raise ValueError(
-                f"rewards must be non-negative for the [0, q_max] value range, got min {r.min()}"
+                f"empty value range: q_min = {lo:.4g} is not below q_max = {hi:.4g} (rewards "
+                f"span [{r_min:.4g}, {r_max:.4g}] with gamma {gamma}); set TrainConfig.q_min / "
+                "q_max (--q-min / --q-max) so that every return lies between them"
             )
-        sparse = r.max() <= 1.0 and not np.any((r > 0) & ~self.terminals)
-        if sparse:
-            return 1.0
-        r_max = max(float(r.max()), 1e-8)
-        q_max = r_max / (1.0 - gamma) if gamma < 1.0 else float("inf")
-        if not q_max <= float(np.finfo(np.float32).max):  # also false for NaN
-            raise ValueError(
-                f"cannot derive q_max = max reward / (1 - gamma) = {r_max:.4g} / (1 - {gamma}): "
-                "not a finite float32 (gamma = 1 with rewards before the terminal step, or huge "
-                "rewards); pass --q-max (TrainConfig.q_max) with a bound on the returns"
-            )
-        return q_max
+        return float(lo), float(hi)

@@ -73,7 +73,10 @@ class TransitionSampler:
         window: int,
         images: bool = False,
         image_source: np.ndarray | None = None,
+        q_min: float = 0.0,
     ) -> None:
+        """``q_min``: lowest value of the value range, the value assumed after a time-limit
+        cut in the Monte Carlo returns (:func:`qtransformer.returns.discounted_return_to_go`)."""
         if images and data.images is None:
             raise ValueError(
                 "the sampler was asked for images but the dataset has none "
@@ -93,7 +96,7 @@ class TransitionSampler:
         self.reward_sum = nstep.reward_sum.astype(np.float32)
         self.bootstrap_discount = nstep.bootstrap_discount.astype(np.float32)
         self.td_valid = nstep.td_valid
-        self.mc_return = discounted_return_to_go(data.rewards, ep, gamma).astype(np.float32)
+        self.mc_return = discounted_return_to_go(data.rewards, ep, gamma, q_min).astype(np.float32)
         self.task = np.asarray(data.task_ids, np.int64)
 
     def __len__(self) -> int:

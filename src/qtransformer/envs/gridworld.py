@@ -3,8 +3,10 @@
 The agent moves on a D-dimensional grid. Action dimension d in [-1, 1] moves the agent
 -1, 0 or +1 along axis d (thresholds at -1/3 and 1/3), so with 3 bins per dimension the
 bins are exactly the moves. Reaching the goal gives reward 1 and ends the episode; lava
-ends it with reward 0; otherwise the episode is truncated at ``max_steps``. Because the
-MDP is tiny, value iteration gives the true per-dimension Q-values to test against.
+ends it with reward 0; otherwise the episode is truncated at ``max_steps``. The rewards
+can be changed to any sign and density (``GridSpec.goal_reward``, ``lava_reward``,
+``step_reward``: e.g. -1 per step until the goal). Because the MDP is tiny, value
+iteration gives the true per-dimension Q-values to test against.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class GridSpec:
     """Reward 0 and episode end on arrival."""
     max_steps: int = 20
     """Time limit (truncation)."""
+    goal_reward: float = 1.0
+    """Reward of the step that reaches the goal."""
+    lava_reward: float = 0.0
+    """Reward of the step that enters lava."""
+    step_reward: float = 0.0
+    """Reward of every other step (dense; negative for a cost per step)."""
 
     @property
     def n_cells(self) -> int:
@@ -88,15 +96,18 @@ class GridWorld(gym.Env[np.ndarray, np.ndarray]):
         reward, terminated, self.pos = transition(self.grid, self.pos, moves_of(action))
         self.t += 1
         truncated = not terminated and self.t >= self.grid.max_steps
-        return self._obs(), reward, terminated, truncated, {"cell": self.pos, "success": reward > 0}
+        success = self.pos == tuple(self.grid.goal)
+        return self._obs(), reward, terminated, truncated, {"cell": self.pos, "success": success}
 
 
 def transition(spec: GridSpec, cell: Cell, moves: np.ndarray) -> tuple[float, bool, Cell]:
     """Deterministic dynamics: (reward, terminated, next cell)."""
     nxt = tuple(int(c) for c in np.clip(np.asarray(cell) + moves, 0, np.asarray(spec.shape) - 1))
     if nxt == tuple(spec.goal):
-        return 1.0, True, nxt
-    return 0.0, nxt in {tuple(c) for c in spec.lava}, nxt
+        return spec.goal_reward, True, nxt
+    if nxt in {tuple(c) for c in spec.lava}:
+        return spec.lava_reward, True, nxt
+    return spec.step_reward, False, nxt
 
 
 def joint_moves(D: int) -> list[tuple[int, ...]]:
