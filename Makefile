@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# Baselines: d3rlpy pins gymnasium==1.0.0 (we use 1.4), so no resolver; these are what it imports.
 	$(PY) -m pip install --quiet --no-deps d3rlpy==2.8.1
 	$(PY) -m pip install --quiet gym==0.26.2 structlog==26.1.0 dataclasses-json==0.6.7 scikit-learn==1.9.1
+	# OGBench: alone it pulls the newest dm_control, which upgrades MuJoCo past Meta-World's pin.
+	$(PY) -m pip install --quiet ogbench==1.2.2 mujoco==3.3.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -448,6 +448,36 @@ def mt10_section() -> str:
     )
 
 
+def ogbench_section() -> str:
+    """The OGBench study: protocol and budget against the published one, the table, the plot."""
+    run = study_run("ogbench_run.json")
+    facts = ""
+    if run:
+        gen = run.get("generated", {})
+        gen_txt = ", ".join(
+            f"{f} {g['steps'] // 1000}k steps in {g['seconds'] / 60:.0f} min"
+            for f, g in gen.items()
+        )
+        per = ", ".join(f"{a} {t:.0f} s" for a, t in run["train_seconds_mean"].items())
+        facts = (
+            f" {machine_note(run)}; {run['cells_finished']} of {run['cells_planned']} cells, "
+            f"{run['cell_seconds'] / 60:.0f} process-minutes (training per cell: {per}); data "
+            f"generated with OGBench's oracles: {gen_txt}."
+        )
+    return (
+        "**OGBench single-task manipulation, data generated here** (`qtransformer bench --study "
+        "ogbench --jobs 2`; OGBench's `play` data made by its own scripted oracles, 100 episodes "
+        "of 1000 steps per family (a tenth of OGBench's 1M), relabelled per task with OGBench's "
+        "reward (-1 per object not at its goal, terminal when all are); one agent per task, "
+        "every algorithm 3000 gradient steps at batch 256, discount 0.99; 3 seeds; 10 "
+        "evaluation episodes per task and seed at the end of training, through the same "
+        "evaluator as Meta-World; baselines d3rlpy 2.8.1 with the OGBench network sizes and "
+        f"per-family weights).{facts}\n\n"
+        + (RESULTS / "ogbench.md").read_text().strip()
+        + "\n\n![OGBench](benchmarks/results/ogbench_bars.png)"
+    )
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -459,6 +489,8 @@ def main() -> None:
         sections.append(metaworld_section())
     if "mt10.md" in have:
         sections.append(mt10_section())
+    if "ogbench.md" in have:
+        sections.append(ogbench_section())
     if "pixels_pretrained.json" in have:
         sections.append(pretrained_section())
     if "vision.json" in have:

@@ -110,6 +110,9 @@ def test_negative_rewards_train_in_the_affine_range(tiny_arrays) -> None:
     assert agent.train_config["q_min"] == pytest.approx(-10.0)
     _, q = agent.act_bins(data.observations[:4])
     assert np.all((q >= -10.0) & (q <= 0.0))  # the sigmoid's [0, 1] mapped onto the range
+    # With a cost per step, success is ending in a true terminal (not a positive sum).
+    np.testing.assert_array_equal(data.episode_success(), data.episodes.terminated)
+    assert data.episode_success().any() and not data.episode_success().all()
 
 
 def test_npz_round_trip_is_atomic(tiny_arrays, tmp_path) -> None:

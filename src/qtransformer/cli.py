@@ -1,4 +1,5 @@
-"""Command line: ``qtransformer collect | train | eval | bench | demo``, built with tyro."""
+"""Command line: ``qtransformer collect | collect-ogbench | train | eval | bench | demo``, built
+with tyro."""
 
 from __future__ import annotations
 
@@ -86,6 +87,29 @@ class CollectArgs:
     """Dataset id; default metaworld-PRESET-TASKS-v0."""
     overwrite: bool = False
     """Replace an existing dataset of that name."""
+
+
+@dataclass
+class OGBenchCollectArgs:
+    """Generate OGBench manipulation data with OGBench's own scripted oracles and write one
+    Minari dataset per single-task task (OGBench's reward: objects at goal minus objects)."""
+
+    family: Literal["cube-single", "cube-double", "scene", "puzzle-3x3"] = "cube-single"
+    """OGBench manipulation family."""
+    tasks: str = "all"
+    """Single-task tasks to write, e.g. "1,2" (1..5), or all."""
+    episodes: int = 100
+    """Play episodes of 1000 steps (OGBench's datasets have 1000: 100 is a tenth)."""
+    dataset_type: Literal["play", "noisy"] = "play"
+    """play: plan oracles with smoothed noise; noisy: Markov oracles with Gaussian noise."""
+    out: Path = Path("datasets")
+    """Minari root folder: datasets go to OUT/ogbench-FAMILY-TYPE-taskK-v0."""
+    workers: int = 2
+    """Generation processes (the data is the same for any number)."""
+    seed: int = 0
+    """Seed of the whole generation: same seed, same data."""
+    overwrite: bool = False
+    """Replace existing datasets of those names."""
 
 
 @dataclass
@@ -207,6 +231,36 @@ def run_collect(args: CollectArgs) -> None:
         collect_into(args, recipe, tasks, name)
 
 
+def run_collect_ogbench(args: OGBenchCollectArgs) -> None:
+    from qtransformer.atomic import locked
+    from qtransformer.collection import ogbench as oc
+    from qtransformer.envs import ogbench as oenv
+
+    task_ids = oenv.resolve_task_ids(args.tasks)
+    if args.episodes < 1:
+        raise CliError(f"--episodes must be at least 1, got {args.episodes}")
+    out = args.out.expanduser().resolve()
+    names = [oc.dataset_id(args.family, k, args.dataset_type) for k in task_ids]
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not args.overwrite:
+        raise CliError(
+            f"{', '.join(str(out / n) for n in existing)} exist: pass --overwrite to replace "
+            "them (nothing was generated)"
+        )
+    with locked(out / f".ogbench-{args.family}.lock", f"{out} (an OGBench generation)"):
+        raw = oc.generate(
+            args.family,
+            args.episodes,
+            seed=args.seed,
+            dataset_type=args.dataset_type,
+            workers=args.workers,
+            progress=True,
+        )
+        paths = oc.write_ogbench(raw, out, task_ids, overwrite=args.overwrite)
+    for k, path in paths.items():
+        print(f"task{k}: {path}")
+
+
 def collect_into(args: CollectArgs, recipe: Any, tasks: list[str], name: str) -> None:
     import time
 
@@ -305,22 +359,35 @@ def run_eval(args: EvalArgs) -> None:
         "evaluating in %s",
         ", ".join(f"{k}={v}" for k, v in env.as_dict().items() if v is not None),
     )
-    results = evaluate_metaworld(
-        policy,
-        tasks,
-        args.episodes,
-        args.num_envs,
-        seed=args.seed,
-        max_steps=env.max_steps,
-        action_repeat=env.action_repeat,
-        multi_task=agent.config.task_dim > 0,
-        video_dir=args.out.parent / "videos",
-        video_episodes=args.videos,
-        progress=True,
-        instructions=instructions,
-        image_size=env.image_size,
-        camera=env.camera,
-    )
+    ogbench = ogbench_tasks(agent.tasks) if args.tasks is None else None
+    if ogbench is not None:
+        from qtransformer.envs.ogbench import evaluate_ogbench
+
+        results = {}
+        for family in sorted({f for f, _ in ogbench}):
+            ids = [k for f, k in ogbench if f == family]
+            results.update(
+                evaluate_ogbench(
+                    policy, family, ids, args.episodes, args.num_envs, args.seed, env.max_steps
+                )
+            )
+    else:
+        results = evaluate_metaworld(
+            policy,
+            tasks,
+            args.episodes,
+            args.num_envs,
+            seed=args.seed,
+            max_steps=env.max_steps,
+            action_repeat=env.action_repeat,
+            multi_task=agent.config.task_dim > 0,
+            video_dir=args.out.parent / "videos",
+            video_episodes=args.videos,
+            progress=True,
+            instructions=instructions,
+            image_size=env.image_size,
+            camera=env.camera,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "agent": str(args.agent),
@@ -341,6 +408,20 @@ def run_eval(args: EvalArgs) -> None:
         )
     Console().print(table)
     Console().print(f"-> {args.out}")
+
+
+def ogbench_tasks(names: Sequence[str]) -> list[tuple[str, int]] | None:
+    """``[(family, task id)]`` when every name is an OGBench task (``"cube-single-task1"``,
+    what agents trained on OGBench data call their tasks), else None."""
+    from qtransformer.envs.ogbench import FAMILIES, TASK_IDS
+
+    out = []
+    for name in names:
+        m = re.fullmatch(r"(.+)-task(\d+)", name)
+        if m is None or m.group(1) not in FAMILIES or int(m.group(2)) not in TASK_IDS:
+            return None
+        out.append((m.group(1), int(m.group(2))))
+    return out
 
 
 ENV_FLAGS = {
@@ -383,7 +464,7 @@ def run_demo(args: DemoArgs) -> None:
 def preset_of(argv: Sequence[str]) -> str:
     """The ``--preset NAME`` (or ``--preset=NAME``) of a ``train`` command line, else
     ``"default"``; an unknown name is left for tyro to reject."""
-    subcommands = {"collect", "train", "eval", "bench", "demo"}
+    subcommands = {"collect", "collect-ogbench", "train", "eval", "bench", "demo"}
     first = next((a for a in argv if a in subcommands), None)
     if first != "train":
         return "default"
@@ -408,6 +489,7 @@ def commands(preset: str = "default") -> Any:
     )
     return Union[  # noqa: UP007 (tyro reads the Annotated members of a typing.Union)
         Annotated[CollectArgs, tyro.conf.subcommand("collect")],
+        Annotated[OGBenchCollectArgs, tyro.conf.subcommand("collect-ogbench")],
         Annotated[TrainArgs, tyro.conf.subcommand("train", default=train_default)],
         Annotated[EvalArgs, tyro.conf.subcommand("eval")],
         Annotated[BenchArgs, tyro.conf.subcommand("bench")],
@@ -448,6 +530,8 @@ def dispatch(argv: list[str] | None) -> None:
     )
     if isinstance(args, CollectArgs):
         run_collect(args)
+    elif isinstance(args, OGBenchCollectArgs):
+        run_collect_ogbench(args)
     elif isinstance(args, TrainArgs):
         run_train(args)
     elif isinstance(args, EvalArgs):

@@ -21,6 +21,7 @@ __all__ = [
     "BatchPolicy",
     "EnvSettings",
     "EvalResult",
+    "check_instructions",
     "env_settings",
     "evaluate",
     "evaluate_metaworld",
@@ -208,6 +209,27 @@ def env_settings(
     return EnvSettings(values["max_steps"], values["action_repeat"], int(size), str(cam))
 
 
+def check_instructions(
+    instructions: Mapping[str, str] | None, tasks: Sequence[str], observes: Observes
+) -> None:
+    """Instructions replacing the trained ones must name evaluated tasks, and the policy must
+    read instructions.
+
+    Raises:
+        ValueError: naming the tasks not evaluated, or the policy that reads none.
+    """
+    if instructions is None:
+        return
+    extra = sorted(set(instructions) - set(tasks))
+    if extra:
+        raise ValueError(f"instructions given for tasks not evaluated: {extra}")
+    if not observes.reads_instructions:
+        raise ValueError(
+            "instructions= needs a policy conditioned on instructions "
+            "(an agent trained with task_features='instruction')"
+        )
+
+
 def evaluate_metaworld(
     policy: Policy,
     tasks: Sequence[str],
@@ -263,15 +285,7 @@ def evaluate_metaworld(
 
     observes = policy.observes
     named = len(tasks) > 1 if multi_task is None else multi_task
-    if instructions is not None:
-        extra = sorted(set(instructions) - set(tasks))
-        if extra:
-            raise ValueError(f"instructions given for tasks not evaluated: {extra}")
-        if not observes.reads_instructions:
-            raise ValueError(
-                "instructions= needs a policy conditioned on instructions "
-                "(an agent trained with task_features='instruction')"
-            )
+    check_instructions(instructions, tasks, observes)
     env = env_settings(observes, max_steps, action_repeat, image_size, camera)
     base = EVAL_SEED_OFFSET + seed * 100_000
     results = {}

@@ -1,4 +1,5 @@
-"""d3rlpy 2.8.1 baselines (BC, BC on successes, IQL, CQL, Decision Transformer) on our datasets.
+"""d3rlpy 2.8.1 baselines (BC, BC on successes, IQL, CQL, ReBRAC, Decision Transformer) on our
+datasets.
 
 Every baseline trains on the same :class:`~qtransformer.data.dataset.OfflineDataset` as
 Q-Transformer and comes back as a :class:`~qtransformer.policy.Policy`, so the evaluation code
@@ -29,6 +30,7 @@ from qtransformer.baselines.settings import (
     CQLSettings,
     DTSettings,
     IQLSettings,
+    ReBRACSettings,
     default_settings,
 )
 from qtransformer.baselines.training import train_baseline
@@ -43,6 +45,7 @@ __all__ = [
     "DTSettings",
     "DecisionTransformerPolicy",
     "IQLSettings",
+    "ReBRACSettings",
     "default_settings",
     "to_mdp_dataset",
     "train_baseline",

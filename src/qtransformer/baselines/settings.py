@@ -22,6 +22,8 @@ class BCSettings:
     learning_rate: float = 1e-3
     policy_type: str = "deterministic"
     hidden_units: tuple[int, ...] = (256, 256)
+    layer_norm: bool = False
+    """Layer normalization after every hidden layer."""
     success_only: bool = False
     """Train only on episodes whose reward sum is positive (``bc-success``, RT-1's setting)."""
     source: str = "d3rlpy 2.8.1 BCConfig defaults"
@@ -46,6 +48,8 @@ class IQLSettings:
     """Rewards times ``return_scale / (max - min episode return)`` (``ReturnBasedRewardScaler``);
     None leaves rewards as they are."""
     hidden_units: tuple[int, ...] = (256, 256)
+    layer_norm: bool = False
+    """Layer normalization after every hidden layer."""
     source: str = "d3rlpy reproductions/offline/iql.py (D4RL locomotion)"
 
 
@@ -104,7 +108,36 @@ class DTSettings:
     source: str = "d3rlpy reproductions/offline/decision_transformer.py (D4RL)"
 
 
-BaselineSettings = Union[BCSettings, IQLSettings, CQLSettings, DTSettings]  # noqa: UP007
+@dataclass(frozen=True)
+class ReBRACSettings:
+    """ReBRAC (Tarasov et al. 2023): TD3+BC with a behaviour penalty in the critic's target too,
+    layer-normalized critics and large batches (d3rlpy ``ReBRAC``).
+
+    The actor minimizes ``-Q / mean|Q| + actor_beta * ||a - a_data||^2``; the critic's target
+    subtracts ``critic_beta * ||a' - a'_data||^2``. Defaults: the OGBench manipulation settings
+    of the Flow Q-Learning paper's ReBRAC (4 x 512 layer-normalized networks, batch 256,
+    actor updated every 2 steps); its behaviour weights are per task family
+    (:data:`qtransformer.bench.studies.OGBENCH_BASELINES`).
+    """
+
+    batch_size: int = 256
+    actor_learning_rate: float = 3e-4
+    critic_learning_rate: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    n_critics: int = 2
+    actor_beta: float = 1.0
+    critic_beta: float = 0.0
+    target_smoothing_sigma: float = 0.2
+    target_smoothing_clip: float = 0.5
+    update_actor_interval: int = 2
+    hidden_units: tuple[int, ...] = (512, 512, 512, 512)
+    layer_norm: bool = True
+    """Layer normalization after every hidden layer (critics and actor alike in d3rlpy)."""
+    source: str = "Flow Q-Learning paper (Park et al. 2025), ReBRAC on OGBench"
+
+
+BaselineSettings = Union[BCSettings, IQLSettings, CQLSettings, DTSettings, ReBRACSettings]  # noqa: UP007
 
 
 @dataclass(frozen=True)
@@ -129,6 +162,7 @@ BASELINES: dict[str, BaselineSpec] = {
     ),
     "iql": BaselineSpec(IQLSettings, "Implicit Q-Learning (Kostrikov et al. 2021)"),
     "cql": BaselineSpec(CQLSettings, "Conservative Q-Learning (Kumar et al. 2020)"),
+    "rebrac": BaselineSpec(ReBRACSettings, "ReBRAC, TD3+BC revisited (Tarasov et al. 2023)"),
     "dt": BaselineSpec(DTSettings, "Decision Transformer (Chen et al. 2021)"),
 }
 """Every baseline :func:`~qtransformer.baselines.train_baseline` accepts, in table order."""

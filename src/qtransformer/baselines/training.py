@@ -31,6 +31,7 @@ from qtransformer.baselines.settings import (
     CQLSettings,
     DTSettings,
     IQLSettings,
+    ReBRACSettings,
     default_settings,
 )
 
@@ -82,7 +83,9 @@ def _make_algo(
         "observation_scaler": _observation_scaler(d3rlpy, arrays.observations),
         "action_scaler": d3rlpy.preprocessing.MinMaxActionScaler(minimum=low, maximum=high),
     }
-    encoder = d3rlpy.models.VectorEncoderFactory(list(s.hidden_units))
+    encoder = d3rlpy.models.VectorEncoderFactory(
+        list(s.hidden_units), use_layer_norm=getattr(s, "layer_norm", False)
+    )
     if isinstance(s, BCSettings):
         return d3rlpy.algos.BCConfig(
             batch_size=s.batch_size,
@@ -119,6 +122,23 @@ def _make_algo(
             expectile=s.expectile,
             weight_temp=s.weight_temp,
             max_weight=s.max_weight,
+            **scalers,
+        ).create(device=device)
+    if isinstance(s, ReBRACSettings):
+        return d3rlpy.algos.ReBRACConfig(
+            batch_size=s.batch_size,
+            actor_learning_rate=s.actor_learning_rate,
+            critic_learning_rate=s.critic_learning_rate,
+            actor_encoder_factory=encoder,
+            critic_encoder_factory=encoder,
+            gamma=s.gamma,
+            tau=s.tau,
+            n_critics=s.n_critics,
+            actor_beta=s.actor_beta,
+            critic_beta=s.critic_beta,
+            target_smoothing_sigma=s.target_smoothing_sigma,
+            target_smoothing_clip=s.target_smoothing_clip,
+            update_actor_interval=s.update_actor_interval,
             **scalers,
         ).create(device=device)
     if isinstance(s, CQLSettings):
@@ -180,8 +200,8 @@ def train_baseline(
 
     Args:
         name: A key of :data:`~qtransformer.baselines.BASELINES`: ``bc`` (all episodes),
-            ``bc-success`` (the successful episodes only), ``iql``, ``cql`` or ``dt``
-            (Decision Transformer).
+            ``bc-success`` (the successful episodes only), ``iql``, ``cql``, ``rebrac`` or
+            ``dt`` (Decision Transformer).
         data: The offline dataset Q-Transformer trains on.
         steps: Gradient steps.
         seed: Seeds d3rlpy (Python, numpy's global generator, torch).

@@ -25,6 +25,7 @@ from qtransformer.bench.studies import (
     STUDIES,
     VARIANTS,
     Cell,
+    OGBenchStudy,
     PixelStudy,
     Profile,
     Study,
@@ -43,7 +44,8 @@ class BenchArgs:
     study: str = "grid"
     """grid (algorithms x presets x seeds, and the ablations), explore, scale, transfer,
     transfer-pick-place, mt10 (one agent for the ten MT10 tasks), finish (decisions to
-    success), small (25 episodes), pixels or pretrained (see qtransformer.bench.studies)."""
+    success), small (25 episodes), pixels, pretrained or ogbench (single-task OGBench
+    manipulation on data generated here) (see qtransformer.bench.studies)."""
     profile: str = "cpu"
     """cpu (about 90 min on 2 cores), full (paper-like, for a GPU) or tiny (seconds)."""
     work: Path = Path("runs/bench")
@@ -69,13 +71,13 @@ class BenchArgs:
     """Train nothing: write the tables and plots from the committed records alone."""
 
 
-def study_of(name: str) -> Study | PixelStudy:
+def study_of(name: str) -> Study | PixelStudy | OGBenchStudy:
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
     return STUDIES[name]
 
 
-def work_of(work: Path, study: Study | PixelStudy) -> Path:
+def work_of(work: Path, study: Study | PixelStudy | OGBenchStudy) -> Path:
     """The study's own work folder."""
     return work / study.folder if study.folder else work
 
@@ -288,6 +290,13 @@ def run_study(args: BenchArgs) -> list[str]:
     """Run every unfinished cell of the study (``jobs`` at a time); returns the keys finished
     now."""
     study = study_of(args.study)
+    if isinstance(study, OGBenchStudy):
+        from qtransformer.bench.runner_ogbench import run_ogbench
+
+        algos_ = checked_algos(args.algos)
+        return run_ogbench(
+            study, work_of(args.work, study), args.jobs, args.max_cells, algos_, args.records
+        )
     if isinstance(study, PixelStudy):
         from qtransformer.bench.runner_pixels import run_pixels
 
@@ -509,6 +518,11 @@ def summarize(args: BenchArgs) -> list[str]:
     """Merge the study's records into its committed file and write its tables and plots from
     them. Returns the names of the files written."""
     study = study_of(args.study)
+    if isinstance(study, OGBenchStudy):
+        from qtransformer.bench.runner_ogbench import summarize_ogbench
+
+        work = work_of(args.work, study)
+        return summarize_ogbench(study, work, args.out, args.records, args.summarize_only)
     if isinstance(study, PixelStudy):
         from qtransformer.bench.runner_pixels import summarize_pixels
 

@@ -596,9 +596,14 @@ class OfflineDataset:
         """Whether each episode succeeded, ``(num_episodes,)`` bool: its rewards sum above 0.
 
         With the sparse success reward (1 on the step that succeeds) this is exactly the
-        episodes that reached the goal; every part of the package asks it here.
+        episodes that reached the goal; every part of the package asks it here. With negative
+        rewards (a cost per step until the goal, as in OGBench) it is the episodes that end in
+        a true terminal, as :attr:`qtransformer.data.episodes.Episode.success` says.
         """
-        sums = np.add.reduceat(np.asarray(self.rewards, dtype=np.float64), self.episodes.starts)
+        rewards = np.asarray(self.rewards, dtype=np.float64)
+        if rewards.size and rewards.min() < 0:
+            return np.asarray(self.episodes.terminated, dtype=bool).copy()
+        sums = np.add.reduceat(rewards, self.episodes.starts)
         return sums > 0
 
     def default_q_max(self, gamma: float) -> float:
