@@ -56,7 +56,7 @@ def test_tiny_ogbench_study_runs_resumes_and_writes_its_tables(tmp_path) -> None
 
 def test_baselines_take_the_ogbench_settings_per_family() -> None:
     iql = baseline_settings("iql", "puzzle-3x3")
-    assert (iql.expectile, iql.weight_temp, iql.hidden_units) == (0.9, 10.0, (512,) * 4)
+    assert (iql.expectile, iql.weight_temp, iql.hidden_units) == (0.9, 10.0, (256, 256))
     assert iql.return_scale is None and iql.layer_norm
     rebrac = baseline_settings("rebrac", "cube-single")
     assert (rebrac.actor_beta, rebrac.critic_beta) == (1.0, 0.0)

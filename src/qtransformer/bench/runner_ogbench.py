@@ -55,6 +55,15 @@ def cell_key(cell: Cell) -> str:
     return f"{algo}__{family}-task{task_id}__seed{seed}"
 
 
+def task_ids(study: OGBenchStudy, family: str) -> tuple[int, ...]:
+    """The study's tasks of ``family``: its own list, or the family's default task."""
+    from qtransformer.envs.ogbench import family_info
+
+    if study.task_ids is not None:
+        return study.task_ids
+    return (family_info(family).default_task,)
+
+
 def cells(study: OGBenchStudy, algos: tuple[str, ...] | None = None) -> list[Cell]:
     """Every cell, seeds outermost so that a partial run covers every task and algorithm."""
     chosen = study.algos if algos is None else algos
@@ -62,7 +71,7 @@ def cells(study: OGBenchStudy, algos: tuple[str, ...] | None = None) -> list[Cel
         (a, f, k, s)
         for s in study.seeds
         for f in study.families
-        for k in study.task_ids
+        for k in task_ids(study, f)
         for a in chosen
     ]
 
@@ -76,7 +85,7 @@ def ensure_family(study: OGBenchStudy, work: Path, family: str, workers: int = 1
     from qtransformer.collection import ogbench as oc
 
     root = data_root(work)
-    missing = [k for k in study.task_ids if not (root / oc.dataset_id(family, k)).exists()]
+    missing = [k for k in task_ids(study, family) if not (root / oc.dataset_id(family, k)).exists()]
     if not missing:
         return
     t0 = time.perf_counter()
@@ -114,37 +123,62 @@ def run_cell(study: OGBenchStudy, cell: Cell, work: Path) -> Record:
     from qtransformer.policy import AgentPolicy
 
     torch.set_num_threads(1)
+    from qtransformer.bench.runner import eval_steps
+
     algo, family, task_id, seed = cell
     t0 = time.perf_counter()
     data = OfflineDataset.open(data_root(work) / oc.dataset_id(family, task_id))
+    checkpoints = eval_steps(study.steps, study.eval_points)
+    rows: list[Record] = []
+    eval_seconds = 0.0
+
+    def evaluate(policy: Any, step: int) -> dict[str, float]:
+        nonlocal eval_seconds
+        t = time.perf_counter()
+        results = evaluate_ogbench(
+            policy, family, [task_id], study.eval_episodes, study.eval_envs, seed=seed
+        )
+        eval_seconds += time.perf_counter() - t
+        r = results[task_name(family, task_id)]
+        rows.append(
+            {
+                "algo": algo,
+                "family": family,
+                "task": task_name(family, task_id),
+                "seed": seed,
+                "steps": step,
+                **r.as_dict(),
+            }
+        )
+        return {"success": r.success_rate}
+
     if algo == "qt":
         from qtransformer.trainer import train
 
         cfg = replace(study.qt, steps=study.steps, seed=seed)
-        agent = train(data, cfg)
-        policy: Any = AgentPolicy(agent)
+        agent = train(
+            data,
+            cfg,
+            evaluate=lambda agent, step: evaluate(AgentPolicy(agent), step),
+            eval_steps=checkpoints,
+        )
         config: Record = asdict(agent_config(agent))
     else:
+
+        def on_step(step: int, policy: Any) -> None:
+            if step in checkpoints:
+                evaluate(policy, step)
+
         settings = baseline_settings(algo, family)
-        policy = train_baseline(algo, data, study.steps, seed=seed, settings=settings)
+        policy = train_baseline(
+            algo, data, study.steps, seed=seed, settings=settings, callback=on_step
+        )
         config = policy.record()
-    train_seconds = time.perf_counter() - t0
-    results = evaluate_ogbench(
-        policy, family, [task_id], study.eval_episodes, study.eval_envs, seed=seed
-    )
-    r = results[task_name(family, task_id)]
-    row = {
-        "algo": algo,
-        "family": family,
-        "task": task_name(family, task_id),
-        "seed": seed,
-        "steps": study.steps,
-        **r.as_dict(),
-    }
     return {
         "cell": {"algo": algo, "family": family, "task_id": task_id, "seed": seed},
-        "rows": [row],
-        "train_seconds": train_seconds,
+        "rows": rows,
+        "train_seconds": time.perf_counter() - t0 - eval_seconds,
+        "eval_seconds": eval_seconds,
         "seconds": time.perf_counter() - t0,
         "dataset": {
             "steps": len(data),
@@ -237,7 +271,7 @@ def seed_means(rows: list[Record], algo: str, family: str, study: OGBenchStudy) 
             for r in rows
             if (r["algo"], r["family"], r["seed"]) == (algo, family, s)
         ]
-        if len(rs) == len(study.task_ids):
+        if len(rs) == len(task_ids(study, family)):
             out.append(float(np.mean(rs)))
     return out
 
@@ -259,7 +293,7 @@ def ogbench_table(study: OGBenchStudy, records: dict[str, Record]) -> str:
             "| task | " + " | ".join(algos) + " |",
             "|---|" + "---|" * len(algos),
         ]
-        for k in study.task_ids:
+        for k in task_ids(study, family):
             task = f"{family}-task{k}"
             cellsx = []
             for a in algos:
@@ -281,9 +315,37 @@ def ogbench_table(study: OGBenchStudy, records: dict[str, Record]) -> str:
             label = f"*published (theirs; FQL {theirs['fql'] / 100:.2f})*"
             lines.append(f"| {label} | " + " | ".join(shown) + " |")
         lines.append("")
+    lines += course_lines(study, records, algos)
     if PUBLISHED_SOURCE:
         lines.append(PUBLISHED_SOURCE)
     return "\n".join(lines) + "\n"
+
+
+def course(records: dict[str, Record], algo: str, family: str) -> dict[int, list[float]]:
+    """Gradient step -> success of every seed (and task) evaluated there."""
+    out: dict[int, list[float]] = {}
+    for r in records.values():
+        for row in r["rows"]:
+            if (row["algo"], row["family"]) == (algo, family):
+                out.setdefault(int(row["steps"]), []).append(row["success_rate"])
+    return dict(sorted(out.items()))
+
+
+def course_lines(study: OGBenchStudy, records: dict[str, Record], algos: list[str]) -> list[str]:
+    """Success along training, mean over seeds (and tasks) at each evaluation point."""
+    lines = [
+        "Success along training (gradient step: mean over seeds):",
+        "",
+        "| family | algo | " + " | ".join(["success at each evaluation"]) + " |",
+        "|---|---|---|",
+    ]
+    for family in study.families:
+        for a in algos:
+            c = course(records, a, family)
+            if c:
+                pts = ", ".join(f"{step}: {np.mean(v):.2f}" for step, v in c.items())
+                lines.append(f"| {family} | {a} | {pts} |")
+    return [*lines, ""]
 
 
 def ogbench_csv(records: dict[str, Record]) -> str:
@@ -312,35 +374,34 @@ def ogbench_csv(records: dict[str, Record]) -> str:
 
 
 def ogbench_plot(study: OGBenchStudy, records: dict[str, Record], path: Path) -> None:
-    """Bars: mean success per family and algorithm (± std over seeds), published beside."""
+    """Success along training per family (mean over seeds, band: ± std), one line per
+    algorithm; dashed: the published numbers (theirs: 1M steps, mean over five tasks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _final(records)
-    algos = [a for a in study.algos if any(r["algo"] == a for r in rows)]
-    fams = [f for f in study.families if any(r["family"] == f for r in rows)]
-    fig, ax = plt.subplots(figsize=(2.2 + 2.2 * len(fams), 3.4))
-    width = 0.8 / len(algos)
-    for i, a in enumerate(algos):
-        means, stds = [], []
-        for f in fams:
-            per_seed = seed_means(rows, a, f, study)
-            means.append(float(np.mean(per_seed)) if per_seed else 0.0)
-            stds.append(float(np.std(per_seed)) if per_seed else 0.0)
-        x = np.arange(len(fams)) + i * width
-        ax.bar(x, means, width, yerr=stds, label=f"{a} (ours)", capsize=2)
-        pub = [PUBLISHED.get(f, {}).get(a) for f in fams]
-        for xi, p in zip(x, pub, strict=True):
-            if p is not None:
-                ax.plot([xi - width / 2, xi + width / 2], [p / 100] * 2, "k--", lw=1)
-    ax.set_xticks(np.arange(len(fams)) + 0.4 - width / 2)
-    ax.set_xticklabels(fams)
-    ax.set_ylabel("success (mean over 5 tasks)")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"OGBench single-task, {study.steps} steps; dashes: published, 1M steps")
-    ax.legend(fontsize=7, ncol=2)
+    fams = [f for f in study.families if any(r["cell"]["family"] == f for r in records.values())]
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.3), squeeze=False)
+    for ax, family in zip(axes[0], fams, strict=True):
+        for i, a in enumerate(study.algos):
+            c = course(records, a, family)
+            if not c:
+                continue
+            x = np.array(list(c))
+            m = np.array([np.mean(v) for v in c.values()])
+            sd = np.array([np.std(v) for v in c.values()])
+            line = ax.plot(x, m, marker="o", ms=3, label=a, color=f"C{i}")[0]
+            ax.fill_between(x, m - sd, m + sd, alpha=0.15, color=line.get_color())
+            theirs = PUBLISHED.get(family, {}).get(a)
+            if theirs is not None:
+                ax.axhline(theirs / 100, ls="--", lw=0.8, color=line.get_color())
+        ax.set_title(f"{family} (task {', '.join(map(str, task_ids(study, family)))})")
+        ax.set_xlabel("gradient steps")
+        ax.set_ylim(-0.02, 1.0)
+    axes[0][0].set_ylabel("success")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("OGBench single-task, generated data; dashed: published (1M steps)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
