@@ -287,8 +287,9 @@ def ogbench_table(study: OGBenchStudy, records: dict[str, Record]) -> str:
         if not fam:
             continue
         lines += [
-            f"**{family}** (success over {study.eval_episodes} episodes per task and seed; "
-            "mean over seeds)",
+            f"**{family}** (success over {study.eval_episodes} episodes per task and seed, "
+            "mean over seeds; the return is OGBench's reward summed over an evaluation "
+            "episode, minus the objects not at their goal at every step: higher is closer)",
             "",
             "| task | " + " | ".join(algos) + " |",
             "|---|" + "---|" * len(algos),
@@ -309,6 +310,11 @@ def ogbench_table(study: OGBenchStudy, records: dict[str, Record]) -> str:
                 else "-"
             )
         lines.append("| **mean** | " + " | ".join(means) + " |")
+        returns = []
+        for a in algos:
+            rs = [r["mean_return"] for r in fam if r["algo"] == a]
+            returns.append(f"{np.mean(rs):.0f}" if rs else "-")
+        lines.append("| return per episode | " + " | ".join(returns) + " |")
         theirs = PUBLISHED.get(family, {})
         if theirs:
             shown = [f"{theirs[a] / 100:.2f}" if a in theirs else "-" for a in algos]
