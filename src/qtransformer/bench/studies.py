@@ -570,7 +570,7 @@ STUDIES: dict[str, Study | PixelStudy | OGBenchStudy] = {
     ),
     # OGBench single-task manipulation on generated play data (a tenth of OGBench's size):
     # each family's default task, every algorithm for the same gradient steps, evaluated
-    # along training; about 80 minutes on 2 CPU cores.
+    # along training; about 110 minutes on 2 CPU cores (36 per seed).
     "ogbench": OGBenchStudy(
         "ogbench",
         families=("cube-single", "puzzle-3x3"),
