@@ -58,7 +58,7 @@ def tiny_data(
 
 
 def test_one_registry_names_the_baselines_in_table_order() -> None:
-    assert tuple(BASELINES) == ("bc", "bc-success", "iql", "cql", "dt")
+    assert tuple(BASELINES) == ("bc", "bc-success", "iql", "cql", "rebrac", "dt")
     assert "iql" in BASELINES and "qt" not in BASELINES
     for name, spec in BASELINES.items():
         settings = default_settings(name)
