@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from qtransformer.bench.jsonl import read_jsonl
+from qtransformer.bench.runner import eval_steps, finished, write_records
 from qtransformer.bench.studies import OGBENCH_BASELINES, OGBenchStudy
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,6 @@ def run_cell(study: OGBenchStudy, cell: Cell, work: Path) -> Record:
     from qtransformer.policy import AgentPolicy
 
     torch.set_num_threads(1)
-    from qtransformer.bench.runner import eval_steps
-
     algo, family, task_id, seed = cell
     t0 = time.perf_counter()
     data = OfflineDataset.open(data_root(work) / oc.dataset_id(family, task_id))
@@ -207,13 +206,6 @@ def _run_and_save(study: OGBenchStudy, cell: Cell, work: Path) -> str:
 
     write_dir_atomically(work / "cells" / cell_key(cell), write)
     return cell_key(cell)
-
-
-def finished(work: Path) -> dict[str, Record]:
-    out = {}
-    for f in sorted((work / "cells").glob("*/result.json")):
-        out[f.parent.name] = json.loads(f.read_text())
-    return out
 
 
 def committed(records: Path | None, study: OGBenchStudy) -> dict[str, Record]:
@@ -424,22 +416,20 @@ def summarize_ogbench(
     """Merge the work folder's records into ``records/<study>.jsonl`` and write the csv,
     the markdown table and the plot from them."""
     merged = committed(records, study)
-    if not summarize_only:
-        merged.update(finished(work))
+    in_work = {} if summarize_only else finished(work)
+    merged.update(in_work)
     if not merged:
         log.info("no finished cells of the %s study: nothing written", study.name)
         return []
     merged = dict(sorted(merged.items()))
     if records is not None and not summarize_only:
-        from qtransformer.bench.runner import write_records
-
         write_records(records / f"{study.name}.jsonl", merged)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ogbench.csv").write_text(ogbench_csv(merged))
     (out / "ogbench.md").write_text(ogbench_table(study, merged))
     ogbench_plot(study, merged, out / "ogbench_bars.png")
     written = ["ogbench.csv", "ogbench.md", "ogbench_bars.png"]
-    if not summarize_only and finished(work):
+    if in_work:
         (out / "ogbench_run.json").write_text(json.dumps(run_facts(study, work, merged), indent=1))
         written.append("ogbench_run.json")
     return written
