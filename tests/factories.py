@@ -78,3 +78,18 @@ def make_tiny_arrays() -> dict[str, np.ndarray]:
         "terminals": terminals,
         "timeouts": timeouts,
     }
+
+
+# Command-line flags of a model small enough to train in a second.
+TINY_MODEL = [
+    "--batch-size",
+    "8",
+    "--n-bins",
+    "5",
+    "--d-model",
+    "16",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+]

@@ -6,23 +6,11 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+from factories import TINY_MODEL
 
 import qtransformer as qt
 from qtransformer.cli import PresetName, main
 from qtransformer.config import PRESETS
-
-TINY_MODEL = [
-    "--batch-size",
-    "8",
-    "--n-bins",
-    "5",
-    "--d-model",
-    "16",
-    "--n-layers",
-    "1",
-    "--n-heads",
-    "2",
-]
 
 
 def test_cli_train_writes_checkpoint_agent_and_tensorboard(tiny_arrays, tmp_path) -> None:

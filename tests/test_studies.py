@@ -69,6 +69,7 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "device": "auto",
         "precision": "fp32",
         "compile": False,
+        "data_workers": None,
         "log_every": 250,
         "checkpoint_every": 0,
     }

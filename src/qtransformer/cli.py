@@ -1,5 +1,5 @@
-"""Command line: ``qtransformer collect | collect-ogbench | train | eval | bench | demo``, built
-with tyro."""
+"""Command line: ``qtransformer collect | collect-ogbench | export | train | eval | bench | demo``,
+built with tyro."""
 
 from __future__ import annotations
 
@@ -44,7 +44,52 @@ class TrainArgs:
     preset: PresetName = "default"
     """Named configuration the other flags start from: 'default' (the settings we measured
     best) or 'paper' (the paper's); the defaults shown below are the chosen preset's."""
+    lerobot_state: tuple[str, ...] | None = None
+    """LeRobot data: features concatenated into the state (default observation.state, or
+    every numeric observation.* feature)."""
+    lerobot_action: str = "action"
+    """LeRobot data: the action feature."""
+    lerobot_camera: str | None = None
+    """LeRobot data: the camera read as images (e.g. top); default the first; none: no
+    images."""
+    lerobot_reward: str | None = None
+    """LeRobot data: the reward column (default next.reward, else success from next.success)."""
+    label_success: bool = False
+    """LeRobot data without rewards (demonstrations): every episode succeeds at its last step."""
     config: TrainConfig = field(default_factory=TrainConfig)
+
+    def lerobot_columns(self) -> Any:
+        from qtransformer.data.lerobot import LeRobotColumns
+
+        return LeRobotColumns(
+            state=self.lerobot_state,
+            action=self.lerobot_action,
+            camera=self.lerobot_camera,
+            reward=self.lerobot_reward,
+            label_success=self.label_success,
+        )
+
+
+@dataclass
+class ExportArgs:
+    """Write a dataset (Minari, saved folder, .npz) as a LeRobot v3.0 dataset folder: parquet
+    tables, camera frames as AV1 video (PyAV), readable by LeRobot and by train --data."""
+
+    data: str
+    """The dataset to export (anything train --data opens)."""
+    out: Path
+    """The LeRobot dataset folder to write."""
+    fps: float | None = None
+    """Decisions per second of the recording; default: Meta-World's 80 Hz divided by the
+    data's action repeat, else 10."""
+    camera: str | None = None
+    """Name of the camera feature (observation.images.NAME); default the data's camera."""
+    crf: int = 30
+    """Video quality: constant rate factor (lower: closer to the frames, larger files)."""
+    codec: Literal["libsvtav1", "h264"] = "libsvtav1"
+    """Video codec: AV1 as LeRobot writes, or H.264."""
+    overwrite: bool = False
+    """Replace an existing folder at --out."""
 
 
 @dataclass
@@ -87,6 +132,9 @@ class CollectArgs:
     """Dataset id; default metaworld-PRESET-TASKS-v0."""
     overwrite: bool = False
     """Replace an existing dataset of that name."""
+    format: Literal["minari", "lerobot"] = "minari"
+    """minari: a Minari dataset (HDF5); lerobot: a LeRobot v3.0 folder (parquet tables, camera
+    frames as AV1 video) at OUT/NAME."""
 
 
 @dataclass
@@ -160,7 +208,6 @@ class DemoArgs:
 
 def run_train(args: TrainArgs) -> None:
     from qtransformer.atomic import recover
-    from qtransformer.data.dataset import OfflineDataset
     from qtransformer.trainer import RUN_FILES, dataset_summary, train
 
     # Resolved once here, and checked before any work starts (after tidying what a killed
@@ -176,7 +223,7 @@ def run_train(args: TrainArgs) -> None:
         )
     if args.resume and args.overwrite:
         raise CliError("--resume continues the run in --out and --overwrite replaces it: pick one")
-    data = OfflineDataset.open(args.data)
+    data = open_training_data(args)
     log.info("dataset %s: %s", args.data, dataset_summary(data))
     train(
         data,
@@ -193,12 +240,65 @@ def run_train(args: TrainArgs) -> None:
         dist.destroy_process_group()
 
 
+def open_training_data(args: TrainArgs) -> Any:
+    from qtransformer.data.dataset import OfflineDataset
+    from qtransformer.data.lerobot import LeRobotColumns, is_lerobot
+
+    columns = args.lerobot_columns()
+    if is_lerobot(args.data):
+        return OfflineDataset.open(args.data, lerobot=columns)
+    if columns != LeRobotColumns():
+        raise CliError(
+            f"--lerobot-* and --label-success choose columns of a LeRobot dataset; {args.data} "
+            "is not one (no meta/info.json)"
+        )
+    return OfflineDataset.open(args.data)
+
+
+def export_fps(metadata: Mapping[str, Any]) -> float:
+    """Decisions per second: Meta-World steps its simulation at 80 Hz, OGBench's
+    manipulation at 20 Hz; a decision spans ``action_repeat`` steps. Else 10."""
+    base = {"metaworld": 80.0, "ogbench": 20.0}.get(str(metadata.get("source")))
+    if base is None:
+        return 10.0
+    return base / int(metadata.get("action_repeat") or 1)
+
+
+def run_export(args: ExportArgs) -> None:
+    from qtransformer.data.dataset import OfflineDataset
+    from qtransformer.data.lerobot import write_lerobot
+    from qtransformer.data.video import VideoSettings
+
+    out = args.out.expanduser().resolve()
+    if out.exists() and not args.overwrite:
+        raise CliError(f"{out} exists: pass --overwrite to replace it (nothing was written)")
+    if args.fps is not None and not args.fps > 0:
+        raise CliError(f"--fps must be positive, got {args.fps}")
+    data = OfflineDataset.open(args.data)
+    fps = args.fps or export_fps(data.metadata)
+    path = write_lerobot(
+        data,
+        out,
+        fps=fps,
+        camera=args.camera,
+        video=VideoSettings(codec=args.codec, crf=args.crf),
+        overwrite=args.overwrite,
+    )
+    disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    print(
+        f"{data.num_episodes} episodes, {len(data)} steps, {fps:g} fps, "
+        f"{disk / 2**20:.2f} MiB on disk -> {path}"
+    )
+
+
 def run_collect(args: CollectArgs) -> None:
     from qtransformer import collection as mw
     from qtransformer.atomic import locked, recover
     from qtransformer.envs import metaworld as menv
 
     tasks = menv.resolve_tasks(args.tasks)
+    if args.jpeg and args.format == "lerobot":
+        raise CliError("--jpeg stores frames in a Minari dataset; --format lerobot stores video")
     if args.preset is not None:
         recipe = mw.preset_recipe(
             args.preset, tasks, args.episodes_per_task, args.max_steps, args.action_repeat
@@ -292,28 +392,48 @@ def collect_into(args: CollectArgs, recipe: Any, tasks: list[str], name: str) ->
             tasks[0], args.max_steps, args.action_repeat, args.image_size, args.camera
         )
     low, high = menv.action_bounds()
-    path = write_minari(
-        episodes,
-        args.out,
-        name,
-        env_spec=env_spec,
-        action_low=low,
-        action_high=high,
-        metadata={
-            "source": "metaworld",
-            "preset": args.preset,
-            "recipe": [item.as_dict() for item in recipe],
-            "seed": args.seed,
-            "max_steps": args.max_steps,
-            "action_repeat": args.action_repeat,
-            "image_size": args.image_size,
-            "camera": args.camera if args.image_size else None,
-        },
-        jpeg=args.jpeg,
-        overwrite=args.overwrite,
-        instruction_embeddings=vectors,
-        embedding_model=model_name,
-    )
+    metadata = {
+        "source": "metaworld",
+        "preset": args.preset,
+        "recipe": [item.as_dict() for item in recipe],
+        "seed": args.seed,
+        "max_steps": args.max_steps,
+        "action_repeat": args.action_repeat,
+        "image_size": args.image_size,
+        "camera": args.camera if args.image_size else None,
+    }
+    if args.format == "lerobot":
+        import numpy as np
+
+        from qtransformer.data.dataset import OfflineDataset
+        from qtransformer.data.lerobot import write_lerobot
+
+        data = OfflineDataset.from_episodes(episodes, low, high, metadata)
+        if vectors is not None and model_name is not None:
+            data.set_instruction_embeddings(
+                np.stack([vectors[t] for t in data.instructions]), model_name
+            )
+        path = write_lerobot(
+            data,
+            args.out / name,
+            fps=export_fps(metadata),
+            camera=args.camera,
+            overwrite=args.overwrite,
+        )
+    else:
+        path = write_minari(
+            episodes,
+            args.out,
+            name,
+            env_spec=env_spec,
+            action_low=low,
+            action_high=high,
+            metadata=metadata,
+            jpeg=args.jpeg,
+            overwrite=args.overwrite,
+            instruction_embeddings=vectors,
+            embedding_model=model_name,
+        )
     seconds = time.perf_counter() - t0
     info = mw.summary(episodes)
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -490,6 +610,7 @@ def commands(preset: str = "default") -> Any:
     return Union[  # noqa: UP007 (tyro reads the Annotated members of a typing.Union)
         Annotated[CollectArgs, tyro.conf.subcommand("collect")],
         Annotated[OGBenchCollectArgs, tyro.conf.subcommand("collect-ogbench")],
+        Annotated[ExportArgs, tyro.conf.subcommand("export")],
         Annotated[TrainArgs, tyro.conf.subcommand("train", default=train_default)],
         Annotated[EvalArgs, tyro.conf.subcommand("eval")],
         Annotated[BenchArgs, tyro.conf.subcommand("bench")],
@@ -532,6 +653,8 @@ def dispatch(argv: list[str] | None) -> None:
         run_collect(args)
     elif isinstance(args, OGBenchCollectArgs):
         run_collect_ogbench(args)
+    elif isinstance(args, ExportArgs):
+        run_export(args)
     elif isinstance(args, TrainArgs):
         run_train(args)
     elif isinstance(args, EvalArgs):

@@ -134,6 +134,10 @@ class TrainConfig:
     compile: bool = False
     """``torch.compile`` the update's passes and loss into one graph: faster steps after a
     one-time compilation of about a minute (benchmarks/speed.py measures both)."""
+    data_workers: int | None = None
+    """Processes that assemble batches ahead of the learner (read observations, decode video
+    frames); the batches are the same for any number. None: 2 when the learner trains on
+    camera frames kept in video files (a LeRobot dataset), else 0 (in the training loop)."""
     log_every: int = 100
     """Steps between logged metrics."""
     checkpoint_every: int = 0
@@ -149,6 +153,14 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.data_workers is not None and (
+            isinstance(self.data_workers, bool)
+            or not isinstance(self.data_workers, numbers.Integral)
+            or self.data_workers < 0
+        ):
+            raise ValueError(
+                f"data_workers must be None or an integer >= 0, got {self.data_workers!r}"
+            )
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model must be divisible by n_heads, got d_model={self.d_model} and "

@@ -32,7 +32,9 @@ from qtransformer.atomic import (
 )
 from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import OfflineDataset
+from qtransformer.data.loader import BatchStream
 from qtransformer.data.sampler import TransitionSampler
+from qtransformer.data.video import VideoFrames
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.encoders.pretrained import PretrainedImageEncoder
 from qtransformer.learner import Learner
@@ -141,7 +143,15 @@ def _init_distributed(device_name: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-RESUMABLE_CHANGES = ("device", "precision", "compile", "log_every", "checkpoint_every", "steps")
+RESUMABLE_CHANGES = (
+    "device",
+    "precision",
+    "compile",
+    "log_every",
+    "checkpoint_every",
+    "steps",
+    "data_workers",
+)
 """Settings a resumed run may change; any other difference is a different run. ``steps``
 extends (or shortens) a run; the learning-rate schedule then spans the new total."""
 
@@ -413,15 +423,24 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=learner.step, desc="train", unit="step")
+    workers = cfg.data_workers
+    if workers is None:
+        # Decoding video frames costs more than assembling a batch from arrays.
+        workers = 2 if sampler.images is not None and isinstance(sampler.images, VideoFrames) else 0
+    stream = BatchStream(
+        sampler,
+        cfg.batch_size,
+        generator,
+        workers=workers if learner.step < cfg.steps else 0,
+        part=slice(rank * local, (rank + 1) * local),
+    )
+    if workers:
+        log.info("%d worker process(es) assemble batches ahead of the learner", workers)
     try:
         while learner.step < cfg.steps:
-            idx = sampler.sample_indices(cfg.batch_size, generator)
             step = learner.step + 1
             log_now = step % cfg.log_every == 0 or step == cfg.steps
-            metrics = learner.update(
-                sampler.batch(idx[rank * local : (rank + 1) * local]),
-                metrics=log_now or callback is not None,
-            )
+            metrics = learner.update(next(stream), metrics=log_now or callback is not None)
             watch.record(learner.last_loss, step)
             periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
             saving = ckpt is not None and (periodic or step == cfg.steps)
@@ -465,6 +484,7 @@ def train(
             agent.save(out / "agent")
             _write_config(out, cfg)
     finally:  # also when training diverges or a callback raises
+        stream.close()
         if bar is not None:
             bar.close()
         if writer is not None:

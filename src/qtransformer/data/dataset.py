@@ -8,7 +8,7 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from qtransformer.returns import (
     Episodes,
     find_episodes,
 )
+
+if TYPE_CHECKING:
+    from qtransformer.data.lerobot import LeRobotColumns
 
 log = logging.getLogger(__name__)
 
@@ -357,8 +360,12 @@ class OfflineDataset:
         return data
 
     @classmethod
-    def open(cls, source: str | Path, mmap: bool = True) -> OfflineDataset:
-        """Open a ``.npz`` file, a folder written by :meth:`save`, or a Minari dataset.
+    def open(
+        cls, source: str | Path, mmap: bool = True, lerobot: LeRobotColumns | None = None
+    ) -> OfflineDataset:
+        """Open a ``.npz`` file, a folder written by :meth:`save`, a LeRobot dataset folder
+        (``lerobot`` chooses its columns, :func:`qtransformer.data.lerobot.read_lerobot`), or
+        a Minari dataset.
 
         Every source is validated on open (:mod:`qtransformer.data.validation`).
 
@@ -369,6 +376,12 @@ class OfflineDataset:
         path = Path(source).expanduser()
         if path.suffix == ".npz":
             return cls.load_npz(path)
+        from qtransformer.data.lerobot import is_lerobot, read_lerobot
+
+        if is_lerobot(path):
+            return read_lerobot(path, lerobot)
+        if lerobot is not None:
+            raise FileNotFoundError(f"{path}: not a LeRobot dataset (no meta/info.json)")
         if (path / STORE_META).exists():
             return cls.load(path, mmap=mmap)
         if path.is_dir() and any(path.glob("*.npy")):
@@ -556,6 +569,9 @@ class OfflineDataset:
             if a is None:
                 continue
             h.update(f"{name}{a.dtype}{a.shape}".encode())
+            if hasattr(a, "fingerprint"):  # frames in video files: their bytes, not decoded
+                a.fingerprint(h)
+                continue
             for start in range(0, len(a), CHUNK):
                 h.update(np.ascontiguousarray(a[start : start + CHUNK]).data)
         h.update(np.asarray(self.action_low, np.float64).tobytes())
