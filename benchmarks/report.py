@@ -540,6 +540,12 @@ def ogbench_budget(run: dict | None) -> str:
     )
 
 
+def embedded(name: str, title: str) -> str:
+    """A committed markdown result, its own heading replaced by a bold title."""
+    body = (RESULTS / name).read_text().split("\n", 1)[1].strip()
+    return f"**{title}** {body}"
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -560,6 +566,10 @@ def main() -> None:
     sections += [gridworld_section(), speed_section()]
     if "data.json" in have:
         sections.append(data_section())
+    if "lerobot_io.md" in have:
+        sections.append(embedded("lerobot_io.md", "Camera frames as video (LeRobot storage)."))
+    if "finetune.md" in have:
+        sections.append(embedded("finetune.md", "Online fine-tuning."))
     block = START + "\n" + "\n\n".join(sections) + "\n" + END
     new, n = re.subn(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     if n != 1:

@@ -10,8 +10,9 @@ embedding them with the language model once and caching the vector.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -96,6 +97,47 @@ def _split_observations(observations: Observations) -> tuple[Any, Any]:
             )
         return observations.get("state"), observations.get("image")
     return observations, None
+
+
+@dataclass
+class Exploration:
+    """How an acting agent draws each action dimension's bin, one dimension at a time.
+
+    With probability ``epsilon`` a uniformly random bin; otherwise a bin drawn with
+    probability proportional to ``exp(Q / temperature)`` over the dimension's Q-values
+    (normalized to [0, 1], the network's own scale), or the best one at temperature 0. At
+    ``temperature=0, epsilon=0`` the agent acts greedily. Draws come from ``generator``, so
+    exploration is reproducible and resumable.
+    """
+
+    temperature: float = 0.0
+    epsilon: float = 0.0
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.epsilon <= 1:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 and self.epsilon == 0
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Bins ``(B,)`` from one dimension's logits ``(B, N)``."""
+        device = logits.device
+        z = logits.detach().float().cpu()
+        if self.temperature > 0:
+            p = torch.softmax(torch.sigmoid(z) / self.temperature, dim=-1)
+            bins = torch.multinomial(p, 1, generator=self.generator)[:, 0]
+        else:
+            bins = z.argmax(dim=-1)
+        if self.epsilon > 0:
+            coin = torch.rand(len(z), generator=self.generator) < self.epsilon
+            uniform = torch.randint(z.shape[-1], (len(z),), generator=self.generator)
+            bins = torch.where(coin, uniform, bins)
+        return bins.to(device)
 
 
 class Agent:
@@ -324,15 +366,21 @@ class Agent:
         observations: Observations,
         task: TaskArg = None,
         instruction: InstructionArg = None,
+        explore: Exploration | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy bins ``(B, dA)`` and the Q of each chosen bin ``(B, dA)``.
+        """Greedy bins ``(B, dA)`` and the Q of each chosen bin ``(B, dA)``; with ``explore``
+        each dimension's bin is drawn as :class:`Exploration` says instead, the following
+        dimensions decoded given the drawn ones.
 
         For a behaviour-cloning agent (``loss="bc"``) the second array holds the
         probability of each chosen bin instead.
         """
         obs, images, B = self._inputs(observations)
         cond = self._condition(task, instruction, B)
-        bins, q = self._greedy(obs, cond, images=images)
+        if explore is not None and not explore.greedy:
+            bins, q = self.model.greedy(obs, cond, images=images, choose=explore.choose)
+        else:
+            bins, q = self._greedy(obs, cond, images=images)
         if self.loss == "bc":
             logits = self.model(obs, bins, cond, images, logits=True)[:, 0]  # (B, dA, N)
             chosen = logits.log_softmax(-1).gather(-1, bins[..., None])[..., 0]
@@ -344,8 +392,9 @@ class Agent:
         observations: Observations,
         task: TaskArg = None,
         instruction: InstructionArg = None,
+        explore: Exploration | None = None,
     ) -> np.ndarray:
-        """Greedy continuous actions ``(B, dA)``.
+        """Greedy continuous actions ``(B, dA)`` (drawn as ``explore`` says, if given).
 
         Args:
             observations: ``(B, obs)`` or ``(B, w, obs)`` state vectors, or a dict with
@@ -355,7 +404,7 @@ class Agent:
             instruction: Instead of ``task``: an instruction, or one per row. Known ones use
                 the cached embedding; an instruction-conditioned agent embeds new ones.
         """
-        bins, _ = self.act_bins(observations, task, instruction)
+        bins, _ = self.act_bins(observations, task, instruction, explore)
         return self.discretizer.to_continuous(bins)
 
     @torch.no_grad()

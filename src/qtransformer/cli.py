@@ -1,5 +1,5 @@
-"""Command line: ``qtransformer collect | collect-ogbench | export | train | eval | bench | demo``,
-built with tyro."""
+"""Command line, built with tyro: ``qtransformer collect | collect-ogbench | export | train |
+finetune | eval | bench | demo``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import tyro
 
 from qtransformer.bench import BenchArgs
 from qtransformer.config import PRESETS, TrainConfig
+from qtransformer.finetune import FinetuneConfig
 
 log = logging.getLogger("qtransformer")
 
@@ -68,6 +69,27 @@ class TrainArgs:
             reward=self.lerobot_reward,
             label_success=self.label_success,
         )
+
+
+@dataclass
+class FinetuneArgs:
+    """Fine-tune a trained agent online: act in a Meta-World task with exploration, keep the
+    episodes (a Minari dataset in OUT/online-v0) and train on them mixed with the offline data.
+    Evaluates greedily along the way; resumable."""
+
+    agent: Path
+    """The offline agent (runs/x/agent)."""
+    data: str
+    """The offline dataset it was trained on (mixed into every batch)."""
+    env: str
+    """The Meta-World task to act in (one of the agent's tasks)."""
+    out: Path = Path("runs/finetune")
+    """checkpoint/, online-v0/ (the online episodes), agent/, history.json, tb/."""
+    resume: bool = False
+    """Continue the run in --out."""
+    tensorboard: bool = False
+    """Write TensorBoard curves (success, Q on the batches, online episodes) to out/tb."""
+    config: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass
@@ -262,6 +284,23 @@ def export_fps(metadata: Mapping[str, Any]) -> float:
     if base is None:
         return 10.0
     return base / int(metadata.get("action_repeat") or 1)
+
+
+def run_finetune(args: FinetuneArgs) -> None:
+    from qtransformer.data.dataset import OfflineDataset
+    from qtransformer.finetune import finetune
+
+    out = args.out.expanduser().resolve()
+    data = OfflineDataset.open(args.data)
+    _, history = finetune(
+        args.agent, data, args.env, args.config, out_dir=out, resume=args.resume,
+        progress=True, tensorboard=args.tensorboard,
+    )  # fmt: skip
+    first, last = history[0], history[-1]
+    print(
+        f"success {first['success']:.2f} -> {last['success']:.2f} after {last['decisions']:.0f} "
+        f"decisions ({last['online_episodes']:.0f} online episodes) -> {out / 'agent'}"
+    )
 
 
 def run_export(args: ExportArgs) -> None:
@@ -611,6 +650,7 @@ def commands(preset: str = "default") -> Any:
         Annotated[CollectArgs, tyro.conf.subcommand("collect")],
         Annotated[OGBenchCollectArgs, tyro.conf.subcommand("collect-ogbench")],
         Annotated[ExportArgs, tyro.conf.subcommand("export")],
+        Annotated[FinetuneArgs, tyro.conf.subcommand("finetune")],
         Annotated[TrainArgs, tyro.conf.subcommand("train", default=train_default)],
         Annotated[EvalArgs, tyro.conf.subcommand("eval")],
         Annotated[BenchArgs, tyro.conf.subcommand("bench")],
@@ -655,6 +695,8 @@ def dispatch(argv: list[str] | None) -> None:
         run_collect_ogbench(args)
     elif isinstance(args, ExportArgs):
         run_export(args)
+    elif isinstance(args, FinetuneArgs):
+        run_finetune(args)
     elif isinstance(args, TrainArgs):
         run_train(args)
     elif isinstance(args, EvalArgs):

@@ -22,6 +22,7 @@ the image encoder (FiLM).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -428,8 +429,13 @@ class QTransformer(nn.Module):
         task: torch.Tensor | None = None,
         use_cache: bool = True,
         images: torch.Tensor | None = None,
+        choose: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding, one dimension at a time (docs/design.md, 'Tokens and the network').
+
+        ``choose`` replaces the argmax: given the min-over-heads logits ``(B, N)`` of the
+        dimension being decoded, it returns the bins ``(B,)`` to take (exploration), and the
+        following dimensions are decoded given them.
 
         Q heads are combined by their minimum, as in the clipped double-Q backup. Bins are
         compared on logits (the sigmoid is monotone, so the argmax is the same), which keeps
@@ -447,7 +453,11 @@ class QTransformer(nn.Module):
         h, cache = self._run(x)
         for i in range(cfg.action_dim):
             z = self._logits(h[:, -1:])[:, :, 0].amin(dim=1)  # (B, N)
-            best, bins[:, i] = z.max(dim=-1)
+            if choose is None:
+                best, bins[:, i] = z.max(dim=-1)
+            else:
+                bins[:, i] = choose(z)
+                best = z.gather(-1, bins[:, i : i + 1])[:, 0]
             qs[:, i] = torch.sigmoid(best)
             if i == cfg.action_dim - 1:
                 break

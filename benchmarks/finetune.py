@@ -1,0 +1,157 @@
+"""Online fine-tuning from an offline start: success against decisions taken.
+
+.venv/bin/python benchmarks/finetune.py [--tasks push-v3] [--presets noisy] [--seeds 0]
+
+Per task, preset and seed: collect the preset's data (25 episodes, action repeat 4, the grid's
+200-step limit), train Q-Transformer offline with the `cpu` profile's settings, then fine-tune
+it online with the default :class:`qtransformer.finetune.FinetuneConfig`. Each run is saved in
+the work folder and skipped when it is there (resumable). Writes benchmarks/results/
+finetune.jsonl (one record per run), finetune.md and finetune.png.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+import qtransformer as qt
+from qtransformer import collection as mw
+from qtransformer.bench.studies import PROFILES
+from qtransformer.envs import metaworld as menv
+from qtransformer.finetune import FinetuneConfig, finetune
+from qtransformer.machine import machine_info
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Args:
+    tasks: list[str] = field(default_factory=lambda: ["push-v3"])
+    presets: list[str] = field(default_factory=lambda: ["noisy"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    episodes: int = 25
+    """Offline episodes per task (a size where offline training leaves room)."""
+    config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    work: Path = ROOT / "runs" / "finetune"
+    out: Path = ROOT / "benchmarks" / "results"
+    threads: int = 1
+
+
+def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
+    folder = args.work / f"{task}-{preset}-seed{seed}"
+    done = folder / "record.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    recipe = mw.preset_recipe(preset, [task], args.episodes, 200, 4)
+    low, high = menv.action_bounds()
+    data = qt.OfflineDataset.from_episodes(
+        mw.collect(recipe, seed=seed, workers=1, progress=False), low, high,
+        {"source": "metaworld", "preset": preset, "max_steps": 200, "action_repeat": 4},
+    )  # fmt: skip
+    offline = replace(PROFILES["cpu"].qt, seed=seed)
+    if not (folder / "offline" / "agent").exists():
+        qt.train(data, offline, out_dir=folder / "offline")
+    offline_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    cfg = replace(args.config, seed=seed)
+    _, history = finetune(
+        folder / "offline" / "agent", data, task, cfg, out_dir=folder / "online", resume=True
+    )
+    record = {
+        "task": task,
+        "preset": preset,
+        "seed": seed,
+        "episodes": args.episodes,
+        "offline_success": history[0]["success"],
+        "final_success": history[-1]["success"],
+        "min_success": min(h["success"] for h in history),
+        "history": history,
+        "config": asdict(cfg),
+        "offline_seconds": offline_seconds,
+        "finetune_seconds": time.perf_counter() - t1,
+    }
+    done.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def markdown(records: list[dict], args: Args) -> str:
+    m = machine_info()
+    cfg = args.config
+    lines = [
+        "# Online fine-tuning (Q-Transformer)",
+        "",
+        f"`benchmarks/finetune.py {' '.join(sys.argv[1:])}`; {m['cpu_model']}, torch "
+        f"{m['torch']}. Offline: the `cpu` profile's Q-Transformer on {args.episodes} "
+        "episodes (action repeat 4, 200-step limit). Online: "
+        f"{cfg.steps} decisions in {cfg.num_envs} environments, {cfg.updates_per_decision} "
+        f"gradient steps per decision, online share of batches {cfg.online_ratio}, temperature "
+        f"{cfg.temperature} -> {cfg.temperature_end}, greedy evaluation of {cfg.eval_episodes} "
+        f"episodes every {cfg.eval_every} decisions.",
+        "",
+        "| task | preset | seed | offline start | lowest | end | change "
+        "| minutes (offline + online) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['task']} | {r['preset']} | {r['seed']} | {r['offline_success']:.2f} | "
+            f"{r['min_success']:.2f} | {r['final_success']:.2f} | "
+            f"{r['final_success'] - r['offline_success']:+.2f} | "
+            f"{r['offline_seconds'] / 60:.1f} + {r['finetune_seconds'] / 60:.1f} |"
+        )
+    lines += ["", "Success along fine-tuning (decisions: success):", ""]
+    for r in records:
+        pts = ", ".join(f"{h['decisions']:.0f}: {h['success']:.2f}" for h in r["history"])
+        lines.append(f"- {r['task']} {r['preset']} seed {r['seed']}: {pts}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for r in records:
+        h = r["history"]
+        ax.plot([p["decisions"] for p in h], [p["success"] for p in h], marker="o",
+                label=f"{r['task']} {r['preset']} s{r['seed']}")  # fmt: skip
+    ax.set_xlabel("decisions taken online")
+    ax.set_ylabel("greedy success")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(args: Args) -> None:
+    torch.set_num_threads(args.threads)
+    records = [run_one(t, p, s, args) for t in args.tasks for p in args.presets for s in args.seeds]
+    args.out.mkdir(parents=True, exist_ok=True)
+    existing = {}
+    jsonl = args.out / "finetune.jsonl"
+    if jsonl.exists():
+        for line in jsonl.read_text().splitlines():
+            r = json.loads(line)
+            existing[(r["task"], r["preset"], r["seed"])] = r
+    for r in records:
+        existing[(r["task"], r["preset"], r["seed"])] = r
+    merged = sorted(existing.values(), key=lambda r: (r["task"], r["preset"], r["seed"]))
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in merged))
+    (args.out / "finetune.md").write_text(markdown(merged, args))
+    plot(merged, args.out / "finetune.png")
+    print(markdown(merged, args))
+    print("mean change", np.mean([r["final_success"] - r["offline_success"] for r in merged]))
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

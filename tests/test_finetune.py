@@ -1,0 +1,139 @@
+"""Online fine-tuning: exploration, the offline/online mixture, the online episodes on disk,
+and exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from factories import TINY_TRAIN, make_tiny_arrays
+
+import qtransformer as qt
+from qtransformer import collection as mw
+from qtransformer.agent import Exploration
+from qtransformer.data.minari_io import read_minari
+from qtransformer.data.sampler import TransitionSampler
+from qtransformer.discretize import ActionDiscretizer
+from qtransformer.envs import metaworld as menv
+from qtransformer.finetune import ONLINE_ID, FinetuneConfig, MixedSampler, finetune
+
+
+@pytest.fixture(scope="module")
+def tiny_agent():
+    data = qt.OfflineDataset.from_arrays(**make_tiny_arrays())
+    return qt.train(data, qt.TrainConfig(**TINY_TRAIN)), data
+
+
+def test_exploration_at_zero_is_greedy_and_draws_are_reproducible(tiny_agent) -> None:
+    agent, data = tiny_agent
+    obs = np.asarray(data.observations[:32])
+    greedy = agent.act_bins(obs)[0]
+    assert np.array_equal(agent.act_bins(obs, explore=Exploration(0.0, 0.0))[0], greedy)
+
+    def draw(seed: int, temperature: float, epsilon: float = 0.0) -> np.ndarray:
+        g = torch.Generator().manual_seed(seed)
+        return agent.act_bins(obs, explore=Exploration(temperature, epsilon, g))[0]
+
+    assert np.array_equal(draw(1, 0.05), draw(1, 0.05))
+    assert not np.array_equal(draw(1, 1.0), greedy)  # a high temperature leaves the argmax
+    uniform = draw(2, 0.0, epsilon=1.0)
+    assert len(np.unique(uniform)) > agent.config.n_bins // 2
+    with pytest.raises(ValueError, match="epsilon"):
+        Exploration(0.0, 1.5)
+
+
+def test_exploration_draws_by_the_softmax_of_q() -> None:
+    """Bins drawn as often as exp(Q / T) says (Q = sigmoid of the logits)."""
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).repeat(20000, 1)
+    ex = Exploration(0.2, 0.0, torch.Generator().manual_seed(0))
+    counts = np.bincount(ex.choose(logits).numpy(), minlength=4) / len(logits)
+    p = torch.softmax(torch.sigmoid(logits[0]) / 0.2, -1).numpy()
+    np.testing.assert_allclose(counts, p, atol=0.01)
+
+
+def test_mixed_batches_hold_the_online_share(tiny_agent) -> None:
+    _, data = tiny_agent
+    online = qt.OfflineDataset.from_arrays(
+        **{
+            **make_tiny_arrays(),
+            "observations": np.full_like(make_tiny_arrays()["observations"], 7.0),
+        }
+    )
+    disc = ActionDiscretizer(data.action_low, data.action_high, 9)
+    mixed = MixedSampler(
+        TransitionSampler(data, disc, 0.9, 1, 1), 0.25, torch.Generator().manual_seed(0)
+    )
+    batch, n_on = mixed.batch(64)
+    assert n_on == 0 and len(batch) == 64  # no online data yet: all offline
+    mixed.online = TransitionSampler(online, disc, 0.9, 1, 1)
+    for _ in range(5):
+        batch, n_on = mixed.batch(64)
+        from_online = (batch.obs[:, -1] == 7.0).all(dim=1)
+        assert n_on == 16 and int(from_online.sum()) == 16 and from_online[-16:].all()
+
+
+@pytest.fixture(scope="module")
+def reach_agent(tmp_path_factory):
+    """A tiny agent trained offline on two reach-v3 demonstrations (40-step limit)."""
+    root = tmp_path_factory.mktemp("reach")
+    recipe = mw.custom_recipe("reach-v3", demos=2, max_steps=40)
+    low, high = menv.action_bounds()
+    data = qt.OfflineDataset.from_episodes(
+        mw.collect(recipe, seed=0, workers=1, progress=False), low, high,
+        {"source": "metaworld", "max_steps": 40, "action_repeat": 1},
+    )  # fmt: skip
+    cfg = qt.TrainConfig(**{**TINY_TRAIN, "batch_size": 32})
+    qt.train(data, cfg, out_dir=root / "offline")
+    return root / "offline" / "agent", data
+
+
+def small(**kw) -> FinetuneConfig:
+    base = dict(
+        steps=120, num_envs=2, updates_per_decision=0.1, temperature=0.1,
+        temperature_end=0.1, eval_every=10**6, eval_episodes=2,
+    )  # fmt: skip
+    return FinetuneConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_finetune_keeps_online_episodes_and_resumes_exactly(reach_agent, tmp_path) -> None:
+    agent_dir, data = reach_agent
+    whole, history = finetune(agent_dir, data, "reach-v3", small(), out_dir=tmp_path / "a")
+    assert history[0]["decisions"] == 0 and history[-1]["decisions"] >= 120
+    episodes, meta = read_minari(tmp_path / "a" / ONLINE_ID)
+    assert len(episodes) == history[-1]["online_episodes"] and len(episodes) % 2 == 0
+    assert all(ep.task == "reach-v3" and len(ep) <= 40 for ep in episodes)
+    assert sum(len(ep) for ep in episodes) == history[-1]["decisions"]
+    # Stopped early, then resumed to the same end: the same weights and episodes.
+    finetune(agent_dir, data, "reach-v3", small(steps=60), out_dir=tmp_path / "b")
+    with pytest.raises(FileExistsError, match="resume"):
+        finetune(agent_dir, data, "reach-v3", small(), out_dir=tmp_path / "b")
+    resumed, _ = finetune(agent_dir, data, "reach-v3", small(), out_dir=tmp_path / "b", resume=True)
+    for p, q in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    again, _ = read_minari(tmp_path / "b" / ONLINE_ID)
+    assert len(again) == len(episodes)
+    for a, b in zip(episodes, again, strict=True):
+        assert np.array_equal(a.actions, b.actions) and a.terminated == b.terminated
+    assert (tmp_path / "a" / "agent" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_cli_finetune_with_relative_paths(reach_agent, tmp_path, monkeypatch) -> None:
+    import json
+
+    from qtransformer.cli import main
+
+    agent_dir, data = reach_agent
+    monkeypatch.chdir(tmp_path)
+    data.save_npz(tmp_path / "reach.npz")
+    flags = ["--steps", "40", "--num-envs", "1", "--eval-episodes", "1"]
+    main(["finetune", "--agent", str(agent_dir), "--data", "reach.npz", "--env", "reach-v3",
+          *flags, "--updates-per-decision", "0.1", "--out", "runs/ft"])  # fmt: skip
+    history = json.loads((tmp_path / "runs/ft/history.json").read_text())
+    assert history[0]["decisions"] == 0 and history[-1]["decisions"] >= 40
+    assert (tmp_path / "runs/ft" / ONLINE_ID).is_dir()
+    assert (tmp_path / "runs/ft/agent/model.safetensors").exists()
+    with pytest.raises(SystemExit):  # a wrong task is refused by name
+        main(["finetune", "--agent", str(agent_dir), "--data", "reach.npz", "--env", "push-v3",
+              *flags, "--out", "runs/other"])  # fmt: skip
