@@ -39,6 +39,11 @@ class Args:
     episodes: int = 25
     """Offline episodes per task (a size where offline training leaves room)."""
     config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    variant: str = "qt"
+    """Name of these fine-tuning settings in the results (qt: the defaults)."""
+    from_scratch: bool = False
+    """Start from an untrained network (one gradient step) instead of the offline agent:
+    online learning from scratch with the same budget (give --config.online-ratio 1)."""
     work: Path = ROOT / "runs" / "finetune"
     out: Path = ROOT / "benchmarks" / "results"
     threads: int = 1
@@ -46,6 +51,8 @@ class Args:
 
 def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
     folder = args.work / f"{task}-{preset}-seed{seed}"
+    if args.variant != "qt":
+        folder = folder.with_name(f"{folder.name}-{args.variant}")
     done = folder / "record.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -57,15 +64,18 @@ def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
         {"source": "metaworld", "preset": preset, "max_steps": 200, "action_repeat": 4},
     )  # fmt: skip
     offline = replace(PROFILES["cpu"].qt, seed=seed)
-    if not (folder / "offline" / "agent").exists():
-        qt.train(data, offline, out_dir=folder / "offline")
+    start = args.work / f"{task}-{preset}-seed{seed}" / "offline"
+    if args.from_scratch:
+        start = folder / "untrained"
+        offline = replace(offline, steps=1)
+    if not (start / "agent").exists():  # variants start from the defaults' offline agent
+        qt.train(data, offline, out_dir=start)
     offline_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     cfg = replace(args.config, seed=seed)
-    _, history = finetune(
-        folder / "offline" / "agent", data, task, cfg, out_dir=folder / "online", resume=True
-    )
+    _, history = finetune(start / "agent", data, task, cfg, out_dir=folder / "online", resume=True)
     record = {
+        "variant": args.variant,
         "task": task,
         "preset": preset,
         "seed": seed,
@@ -96,21 +106,43 @@ def markdown(records: list[dict], args: Args) -> str:
         f"{cfg.temperature} -> {cfg.temperature_end}, greedy evaluation of {cfg.eval_episodes} "
         f"episodes every {cfg.eval_every} decisions.",
         "",
-        "| task | preset | seed | offline start | lowest | end | change "
+        "| variant | task | preset | seed | offline start | lowest | end | change "
         "| minutes (offline + online) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         lines.append(
-            f"| {r['task']} | {r['preset']} | {r['seed']} | {r['offline_success']:.2f} | "
+            f"| {r.get('variant', 'qt')} | {r['task']} | {r['preset']} | {r['seed']} | "
+            f"{r['offline_success']:.2f} | "
             f"{r['min_success']:.2f} | {r['final_success']:.2f} | "
             f"{r['final_success'] - r['offline_success']:+.2f} | "
             f"{r['offline_seconds'] / 60:.1f} + {r['finetune_seconds'] / 60:.1f} |"
         )
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r.get("variant", "qt"), r["task"], r["preset"]), []).append(r)
+    lines += [
+        "",
+        "Mean over seeds; 'largest dip' is the lowest evaluation of any seed below its own "
+        "offline start (negative: a dip).",
+        "",
+        "| variant | task | preset | seeds | offline start | end | change | largest dip |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (variant, task, preset), rs in groups.items():
+        start = float(np.mean([r["offline_success"] for r in rs]))
+        end = float(np.mean([r["final_success"] for r in rs]))
+        dip = min(r["min_success"] - r["offline_success"] for r in rs)
+        lines.append(
+            f"| {variant} | {task} | {preset} | {len(rs)} | {start:.2f} | {end:.2f} | "
+            f"{end - start:+.2f} | {dip:+.2f} |"
+        )
     lines += ["", "Success along fine-tuning (decisions: success):", ""]
     for r in records:
         pts = ", ".join(f"{h['decisions']:.0f}: {h['success']:.2f}" for h in r["history"])
-        lines.append(f"- {r['task']} {r['preset']} seed {r['seed']}: {pts}")
+        lines.append(
+            f"- {r.get('variant', 'qt')} {r['task']} {r['preset']} seed {r['seed']}: {pts}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -142,10 +174,12 @@ def main(args: Args) -> None:
     if jsonl.exists():
         for line in jsonl.read_text().splitlines():
             r = json.loads(line)
-            existing[(r["task"], r["preset"], r["seed"])] = r
+            existing[(r.get("variant", "qt"), r["task"], r["preset"], r["seed"])] = r
     for r in records:
-        existing[(r["task"], r["preset"], r["seed"])] = r
-    merged = sorted(existing.values(), key=lambda r: (r["task"], r["preset"], r["seed"]))
+        existing[(r.get("variant", "qt"), r["task"], r["preset"], r["seed"])] = r
+    merged = sorted(
+        existing.values(), key=lambda r: (r["task"], r["preset"], r.get("variant", "qt"), r["seed"])
+    )
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in merged))
     (args.out / "finetune.md").write_text(markdown(merged, args))
     plot(merged, args.out / "finetune.png")
