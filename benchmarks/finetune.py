@@ -147,18 +147,28 @@ def markdown(records: list[dict], args: Args) -> str:
 
 
 def plot(records: list[dict], path: Path) -> None:
+    """Mean over seeds per task, preset and variant (thick), each seed thin."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    groups: dict[str, list[dict]] = {}
     for r in records:
-        h = r["history"]
-        ax.plot([p["decisions"] for p in h], [p["success"] for p in h], marker="o",
-                label=f"{r['task']} {r['preset']} s{r['seed']}")  # fmt: skip
+        groups.setdefault(f"{r.get('variant', 'qt')} {r['task']} {r['preset']}", []).append(r)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for k, (label, rs) in enumerate(groups.items()):
+        color = f"C{k}"
+        n = min(len(r["history"]) for r in rs)
+        for r in rs:
+            h = r["history"][:n]
+            ax.plot([p["decisions"] for p in h], [p["success"] for p in h], color=color,
+                    alpha=0.25, lw=0.8)  # fmt: skip
+        xs = np.mean([[p["decisions"] for p in r["history"][:n]] for r in rs], axis=0)
+        ys = np.mean([[p["success"] for p in r["history"][:n]] for r in rs], axis=0)
+        ax.plot(xs, ys, color=color, marker="o", lw=2, label=f"{label} ({len(rs)} seeds)")
     ax.set_xlabel("decisions taken online")
-    ax.set_ylabel("greedy success")
+    ax.set_ylabel("greedy success (50 episodes)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     fig.tight_layout()
