@@ -70,6 +70,9 @@ def test_mixed_batches_hold_the_online_share(tiny_agent) -> None:
         batch, n_on = mixed.batch(64)
         from_online = (batch.obs[:, -1] == 7.0).all(dim=1)
         assert n_on == 16 and int(from_online.sum()) == 16 and from_online[-16:].all()
+    mixed.online_ratio = 1.0  # online only (learning from scratch)
+    batch, n_on = mixed.batch(64)
+    assert n_on == 64 and bool((batch.obs[:, -1] == 7.0).all())
 
 
 @pytest.fixture(scope="module")

@@ -110,13 +110,14 @@ class MixedSampler:
 
     def batch(self, batch_size: int) -> tuple[Batch, int]:
         n_on = round(self.online_ratio * batch_size) if self.online is not None else 0
-        off = self.offline.batch(
-            torch.randint(len(self.offline), (batch_size - n_on,), generator=self.generator)
-        )
-        if not n_on or self.online is None:
-            return off, 0
-        on = self.online.batch(torch.randint(len(self.online), (n_on,), generator=self.generator))
-        return concat_batches(off, on), n_on
+        parts = []
+        if n_on < batch_size:
+            idx = torch.randint(len(self.offline), (batch_size - n_on,), generator=self.generator)
+            parts.append(self.offline.batch(idx))
+        if n_on and self.online is not None:
+            idx = torch.randint(len(self.online), (n_on,), generator=self.generator)
+            parts.append(self.online.batch(idx))
+        return (parts[0] if len(parts) == 1 else concat_batches(*parts)), n_on
 
 
 def _train_config(agent: Agent, cfg: FinetuneConfig) -> TrainConfig:
