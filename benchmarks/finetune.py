@@ -75,6 +75,7 @@ def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
     cfg = replace(args.config, seed=seed)
     _, history = finetune(start / "agent", data, task, cfg, out_dir=folder / "online", resume=True)
     record = {
+        "command": " ".join(["benchmarks/finetune.py", *sys.argv[1:]]),
         "variant": args.variant,
         "task": task,
         "preset": preset,
@@ -94,17 +95,28 @@ def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
 
 def markdown(records: list[dict], args: Args) -> str:
     m = machine_info()
-    cfg = args.config
     lines = [
         "# Online fine-tuning (Q-Transformer)",
         "",
-        f"`benchmarks/finetune.py {' '.join(sys.argv[1:])}`; {m['cpu_model']}, torch "
-        f"{m['torch']}. Offline: the `cpu` profile's Q-Transformer on {args.episodes} "
-        "episodes (action repeat 4, 200-step limit). Online: "
-        f"{cfg.steps} decisions in {cfg.num_envs} environments, {cfg.updates_per_decision} "
-        f"gradient steps per decision, online share of batches {cfg.online_ratio}, temperature "
-        f"{cfg.temperature} -> {cfg.temperature_end}, greedy evaluation of {cfg.eval_episodes} "
-        f"episodes every {cfg.eval_every} decisions.",
+        f"{m['cpu_model']}, torch {m['torch']}, one core per run. Offline: the `cpu` profile's "
+        f"Q-Transformer on {args.episodes} episodes (action repeat 4, 200-step limit); "
+        "`scratch` starts from an untrained network instead. Per variant, its command and "
+        "online settings:",
+        "",
+    ]
+    seen: dict[str, dict] = {}
+    for r in records:
+        seen.setdefault(r.get("variant", "qt"), r)
+    for variant, r in seen.items():
+        c = r["config"]
+        lines.append(
+            f"- `{variant}`: `{r.get('command', '?')}`: {c['steps']} decisions in "
+            f"{c['num_envs']} environments, {c['updates_per_decision']} gradient steps per "
+            f"decision, online share of batches {c['online_ratio']}, temperature "
+            f"{c['temperature']} -> {c['temperature_end']}, greedy evaluation of "
+            f"{c['eval_episodes']} episodes every {c['eval_every']} decisions."
+        )
+    lines += [
         "",
         "| variant | task | preset | seed | offline start | lowest | end | change "
         "| minutes (offline + online) |",
