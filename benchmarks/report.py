@@ -569,7 +569,10 @@ def main() -> None:
     if "lerobot_io.md" in have:
         sections.append(embedded("lerobot_io.md", "Camera frames as video (LeRobot storage)."))
     if "finetune.md" in have:
-        sections.append(embedded("finetune.md", "Online fine-tuning."))
+        sections.append(
+            embedded("finetune.md", "Online fine-tuning.")
+            + "\n\n![fine-tuning](benchmarks/results/finetune.png)"
+        )
     block = START + "\n" + "\n\n".join(sections) + "\n" + END
     new, n = re.subn(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     if n != 1:
