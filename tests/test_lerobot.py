@@ -200,11 +200,12 @@ def edit_info(root: Path, change) -> None:
     (root / "meta/info.json").write_text(json.dumps(info))
 
 
-def edit_parquet(file: Path, column: str, values) -> None:
+def edit_parquet(file: Path, column: str, values, kind=None) -> None:
+    """Replace a column's values, in its own arrow type or ``kind``."""
     table = pq.read_table(file)
     i = table.column_names.index(column)
-    table = table.set_column(i, column, pa.array(values, table.schema.field(column).type))
-    pq.write_table(table, file)
+    kind = kind or table.schema.field(column).type
+    pq.write_table(table.set_column(i, column, pa.array(values, kind)), file)
 
 
 def test_missing_or_wrong_info_fields_are_named(tmp_path) -> None:
@@ -405,3 +406,20 @@ def test_cli_collects_lerobot_trains_from_it_and_exports(tmp_path, monkeypatch) 
         main(
             ["train", "--data", "exported/reach/meta", "--label-success", "--out", "runs/x", *tiny]
         )
+
+
+def test_state_as_plain_lists_reads_and_ragged_lists_are_named(tmp_path) -> None:
+    """Parquet written without fixed-size lists (other writers than LeRobot's) reads the same;
+    vectors of different lengths are refused naming the column."""
+    root = copy_fixture(tmp_path)
+    data_file = root / "data/chunk-000/file-000.parquet"
+    rows = pq.read_table(data_file).column("observation.state").to_pylist()
+    edit_parquet(data_file, "observation.state", rows, pa.list_(pa.float32()))
+    expected = np.load(FIXTURES / "v3_tiny_expected.npz")
+    np.testing.assert_array_equal(qt.OfflineDataset.open(root).observations, expected["states"])
+    rows[4] = rows[4][:3]
+    edit_parquet(data_file, "observation.state", rows, pa.list_(pa.float32()))
+    with pytest.raises(
+        DatasetError, match=r"'observation.state' holds vectors of lengths \[3, 4\]"
+    ):
+        qt.OfflineDataset.open(root)

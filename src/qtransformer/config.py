@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from qtransformer.discretize import BIN_LAYOUTS
@@ -142,6 +143,16 @@ class TrainConfig:
     """Steps between logged metrics."""
     checkpoint_every: int = 0
     """Steps between checkpoints when an output directory is given; 0: only at the end."""
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> TrainConfig:
+        """The config an agent's ``config.json`` records: JSON lists back to tuples, fields
+        this version no longer has left out."""
+        names = {f.name for f in fields(cls)}
+        kept: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names
+        }
+        return cls(**kept)
 
     def __post_init__(self) -> None:
         if self.loss not in ("q", "bc"):

@@ -121,12 +121,7 @@ class MixedSampler:
 
 
 def _train_config(agent: Agent, cfg: FinetuneConfig) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    saved = {k: v for k, v in agent.train_config.items() if k in names}
-    for k, v in saved.items():
-        if isinstance(v, list):
-            saved[k] = tuple(v)
-    tc = TrainConfig(**saved)
+    tc = TrainConfig.from_dict(agent.train_config)
     return replace(
         tc,
         lr_schedule="constant",

@@ -426,17 +426,20 @@ def train(
     workers = cfg.data_workers
     if workers is None:
         # Decoding video frames costs more than assembling a batch from arrays.
-        workers = 2 if sampler.images is not None and isinstance(sampler.images, VideoFrames) else 0
-    stream = BatchStream(
-        sampler,
-        cfg.batch_size,
-        generator,
-        workers=workers if learner.step < cfg.steps else 0,
-        part=slice(rank * local, (rank + 1) * local),
-    )
-    if workers:
-        log.info("%d worker process(es) assemble batches ahead of the learner", workers)
+        workers = 2 if isinstance(sampler.images, VideoFrames) else 0
+    if learner.step >= cfg.steps:
+        workers = 0  # nothing left to train: no processes to start
+    stream: BatchStream | None = None
     try:
+        stream = BatchStream(
+            sampler,
+            cfg.batch_size,
+            generator,
+            workers,
+            part=slice(rank * local, (rank + 1) * local),
+        )
+        if workers:
+            log.info("%d worker process(es) assemble batches ahead of the learner", workers)
         while learner.step < cfg.steps:
             step = learner.step + 1
             log_now = step % cfg.log_every == 0 or step == cfg.steps
@@ -484,7 +487,8 @@ def train(
             agent.save(out / "agent")
             _write_config(out, cfg)
     finally:  # also when training diverges or a callback raises
-        stream.close()
+        if stream is not None:
+            stream.close()
         if bar is not None:
             bar.close()
         if writer is not None:

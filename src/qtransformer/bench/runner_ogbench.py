@@ -193,7 +193,7 @@ def run_cell(study: OGBenchStudy, cell: Cell, work: Path) -> Record:
 def agent_config(agent: Any) -> Any:
     from qtransformer.config import TrainConfig
 
-    return TrainConfig(**agent.train_config)
+    return TrainConfig.from_dict(agent.train_config)
 
 
 def _run_and_save(study: OGBenchStudy, cell: Cell, work: Path) -> str:

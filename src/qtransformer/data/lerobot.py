@@ -189,17 +189,18 @@ def _column(table: Any, key: str, file: Path) -> np.ndarray:
     col = table.column(key).combine_chunks()
     if col.null_count:
         raise DatasetError(f"{file}: column {key!r} has {col.null_count} missing value(s)")
-    if (
-        pa.types.is_fixed_size_list(col.type)
-        or pa.types.is_list(col.type)
-        or pa.types.is_large_list(col.type)
-    ):
-        lengths = {len(v) for v in col.to_pylist()[:1]}
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        width = lengths.pop() if lengths else 0
-        if width == 0 or len(flat) != width * len(col):
-            raise DatasetError(f"{file}: column {key!r} holds vectors of different lengths")
-        return flat.reshape(len(col), width)
+    if pa.types.is_fixed_size_list(col.type):
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        import pyarrow.compute as pc
+
+        widths = np.unique(pc.list_value_length(col).to_numpy(zero_copy_only=False))
+        if len(widths) != 1 or widths[0] == 0:
+            raise DatasetError(
+                f"{file}: column {key!r} holds vectors of lengths {widths[:5].tolist()}, "
+                "not one length"
+            )
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), int(widths[0]))
     return col.to_numpy(zero_copy_only=False)
 
 
@@ -449,7 +450,9 @@ def read_lerobot(source: str | Path, columns: LeRobotColumns | None = None) -> O
         rewards[ends[succeeded]] = 1.0
     if done_key is not None and not cols.label_success:
         done = per_step(done_key).reshape(-1).astype(bool)
-        early = np.flatnonzero(done & ~np.isin(np.arange(len(done)), ends))
+        inside = done.copy()
+        inside[ends] = False  # done belongs on an episode's last frame only
+        early = np.flatnonzero(inside)
         if len(early):
             raise DatasetError(
                 f"{file_of(int(order[early[0]]))}: {DONE} is set at frame {frame[early[0]]} of "
