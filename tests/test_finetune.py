@@ -140,3 +140,23 @@ def test_cli_finetune_with_relative_paths(reach_agent, tmp_path, monkeypatch) ->
     with pytest.raises(SystemExit):  # a wrong task is refused by name
         main(["finetune", "--agent", str(agent_dir), "--data", "reach.npz", "--env", "push-v3",
               *flags, "--out", "runs/other"])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_diverged_finetune_saves_nothing(reach_agent, tmp_path, monkeypatch) -> None:
+    from qtransformer.learner import Learner
+    from qtransformer.trainer import TrainingDiverged
+
+    agent_dir, data = reach_agent
+    update = Learner.update
+
+    def poisoned(self, batch, metrics=True):
+        out = update(self, batch, metrics)
+        next(self.model.parameters()).data.fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(Learner, "update", poisoned)
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        finetune(agent_dir, data, "reach-v3", small(), out_dir=tmp_path / "ft")
+    assert not (tmp_path / "ft" / "checkpoint").exists()
+    assert not (tmp_path / "ft" / "agent").exists()

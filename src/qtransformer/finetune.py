@@ -235,7 +235,7 @@ def finetune(
     from qtransformer.envs.metaworld import resolve_tasks
     from qtransformer.evaluate import evaluate_metaworld
     from qtransformer.policy import AgentPolicy
-    from qtransformer.trainer import agent_of, load_checkpoint, save_checkpoint
+    from qtransformer.trainer import _check_weights, agent_of, load_checkpoint, save_checkpoint
 
     cfg = config or FinetuneConfig()
     start = load_agent(agent_path)
@@ -382,6 +382,8 @@ def finetune(
                 writer.add_scalar("online/episodes", len(online), decisions)
                 writer.add_scalar("train/q_data", q_online, decisions)
                 writer.add_scalar("explore/temperature", explore.temperature, decisions)
+            # Never act with, evaluate or save a network that diverged.
+            _check_weights(learner, learner.step)
             if bar is not None:
                 bar.update(taken)
             if decisions // cfg.eval_every > before // cfg.eval_every or decisions >= cfg.steps:
