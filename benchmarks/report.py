@@ -224,6 +224,13 @@ def metaworld_section() -> str:
             "`bc-success` from the data-scale study)",
         ),
         (
+            "decoding.md",
+            "**Acting at Q-weighted bin values** (`python benchmarks/decoding.py`: one "
+            "Q-Transformer per task, preset, seed and size, trained as the grid trains it, acting "
+            "greedily or at the softmax(Q / T)-weighted mean of each dimension's bin values, "
+            "`act_temperature` T; push-v3 chose T, door-open-v3 and pick-place-v3 check it)",
+        ),
+        (
             "transfer.md",
             "**Transfer** (`qtransformer bench --study transfer --jobs 2`: the adopted "
             "Q-Transformer defaults and the two strongest baselines on a task they were not "
@@ -572,6 +579,10 @@ def main() -> None:
         sections.append(
             embedded("finetune.md", "Online fine-tuning.")
             + "\n\n![fine-tuning](benchmarks/results/finetune.png)"
+        )
+    if "finetune_baselines.md" in have:
+        sections.append(
+            embedded("finetune_baselines.md", "Online fine-tuning of d3rlpy's IQL and Cal-QL.")
         )
     block = START + "\n" + "\n\n".join(sections) + "\n" + END
     new, n = re.subn(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)

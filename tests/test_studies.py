@@ -27,6 +27,9 @@ def study(name: str) -> Study:
 
 
 def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with() -> None:
+    """``act_temperature`` 0.05: the grid, data-scale and transfer studies' ``qt`` cells were
+    rerun with it; cells of other studies recorded without it acted greedily, and ``bench``
+    runs them again (``BEFORE_FIELDS``)."""
     assert asdict(CPU.qt) == {
         "steps": 1000,
         "epochs": None,
@@ -58,6 +61,7 @@ def test_cpu_q_transformer_is_the_one_the_committed_results_were_measured_with()
         "augment": False,
         "augment_pad": 4,
         "loss": "q",
+        "act_temperature": 0.05,
         "lr": 3e-4,
         "lr_schedule": "cosine",
         "weight_decay": 0.01,

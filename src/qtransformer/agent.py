@@ -159,6 +159,11 @@ class Agent:
             evaluation uses them unless told otherwise.
         q_min: Lower end of the value range (0 for non-negative rewards): the network's
             output ``x`` stands for ``q_min + (q_max - q_min) x``.
+        act_temperature: How :meth:`act` turns each dimension's Q-values into an action
+            value: 0 takes the value of the best bin; T > 0 the mean of the bin values weighted
+            by softmax(Q / T), Q in [0, 1] (:meth:`QTransformer.decode`). None: the training
+            config's ``act_temperature``, and 0 for agents saved before it existed (they act
+            as they did). Behaviour-cloning agents always take their most likely bin.
     """
 
     def __init__(
@@ -173,6 +178,7 @@ class Agent:
         camera: str | None = None,
         env: Mapping[str, Any] | None = None,
         q_min: float = 0.0,
+        act_temperature: float | None = None,
     ) -> None:
         self.model = model.eval()
         self.discretizer = discretizer
@@ -184,7 +190,10 @@ class Agent:
         self.embedding_model = embedding_model
         self.env: dict[str, Any] = dict(env or {})
         self.camera = camera if camera is not None else self.env.get("camera")
-        self._greedy = self.model.greedy
+        if act_temperature is None:
+            act_temperature = self.train_config.get("act_temperature", 0.0)
+        self.act_temperature = act_temperature  # type: ignore[assignment]  # checked there
+        self._decode = self.model.decode
         self.instruction_cache: dict[str, np.ndarray] = {}
         """Instruction -> feature vector; the known ones are the rows of the task table."""
         if self.reads_instructions:
@@ -192,6 +201,19 @@ class Agent:
             self.instruction_cache = {
                 text: table[i] for i, text in enumerate(self.instructions[: len(table)])
             }
+
+    @property
+    def act_temperature(self) -> float:
+        """Temperature of :meth:`act`'s Q-weighted action values (0: the best bin's)."""
+        return self._act_temperature
+
+    @act_temperature.setter
+    def act_temperature(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"act_temperature must be a number, got {value!r}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"act_temperature must be finite and >= 0, got {value}")
+        self._act_temperature = float(value)
 
     def compile(self) -> Agent:
         """Decode with ``torch.compile``: the whole greedy decoding (prefix, every dimension,
@@ -201,10 +223,10 @@ class Agent:
         batch size compiles (a minute or two on a CPU); the bins are those of the uncompiled
         decoding. Returns the agent."""
         if self.device.type == "cuda":
-            self._greedy = torch.compile(self.model.greedy, dynamic=False, mode="reduce-overhead")
+            self._decode = torch.compile(self.model.decode, dynamic=False, mode="reduce-overhead")
         else:
-            self._greedy = torch.compile(
-                self.model.greedy, dynamic=False, options={"cpp_wrapper": True}
+            self._decode = torch.compile(
+                self.model.decode, dynamic=False, options={"cpp_wrapper": True}
             )
         return self
 
@@ -361,6 +383,24 @@ class Agent:
         return torch.as_tensor(index, dtype=torch.long, device=self.device)
 
     @torch.no_grad()
+    def _decoded(
+        self,
+        observations: Observations,
+        task: TaskArg,
+        instruction: InstructionArg,
+        explore: Exploration | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[Any, ...]]:
+        """Bins, Q (network scale), positions and the network inputs of one decoding."""
+        obs, images, B = self._inputs(observations)
+        cond = self._condition(task, instruction, B)
+        if explore is not None and not explore.greedy:
+            bins, q = self.model.greedy(obs, cond, images=images, choose=explore.choose)
+            return bins, q, bins.float(), (obs, cond, images)
+        t = self.act_temperature if self.loss == "q" else 0.0
+        bins, q, position = self._decode(obs, cond, images=images, temperature=t)
+        return bins, q, position, (obs, cond, images)
+
+    @torch.no_grad()
     def act_bins(
         self,
         observations: Observations,
@@ -375,12 +415,7 @@ class Agent:
         For a behaviour-cloning agent (``loss="bc"``) the second array holds the
         probability of each chosen bin instead.
         """
-        obs, images, B = self._inputs(observations)
-        cond = self._condition(task, instruction, B)
-        if explore is not None and not explore.greedy:
-            bins, q = self.model.greedy(obs, cond, images=images, choose=explore.choose)
-        else:
-            bins, q = self._greedy(obs, cond, images=images)
+        bins, q, _, (obs, cond, images) = self._decoded(observations, task, instruction, explore)
         if self.loss == "bc":
             logits = self.model(obs, bins, cond, images, logits=True)[:, 0]  # (B, dA, N)
             chosen = logits.log_softmax(-1).gather(-1, bins[..., None])[..., 0]
@@ -394,7 +429,9 @@ class Agent:
         instruction: InstructionArg = None,
         explore: Exploration | None = None,
     ) -> np.ndarray:
-        """Greedy continuous actions ``(B, dA)`` (drawn as ``explore`` says, if given).
+        """Continuous actions ``(B, dA)``: per dimension the best bin's value, or the
+        Q-weighted mean of the bin values when :attr:`act_temperature` > 0; with ``explore``,
+        the values of the bins drawn as it says.
 
         Args:
             observations: ``(B, obs)`` or ``(B, w, obs)`` state vectors, or a dict with
@@ -404,8 +441,8 @@ class Agent:
             instruction: Instead of ``task``: an instruction, or one per row. Known ones use
                 the cached embedding; an instruction-conditioned agent embeds new ones.
         """
-        bins, _ = self.act_bins(observations, task, instruction, explore)
-        return self.discretizer.to_continuous(bins)
+        _, _, position, _ = self._decoded(observations, task, instruction, explore)
+        return self.discretizer.to_continuous(position.cpu().numpy())
 
     @torch.no_grad()
     def q_values(
@@ -476,6 +513,7 @@ class Agent:
             "camera": self.camera,
             "env": self.env,
             "train": self.train_config,
+            "act_temperature": self.act_temperature,
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2))
         return digest
@@ -558,7 +596,18 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> Agent:
         meta.get("camera"),
         meta.get("env"),
         q_min=value_range[0],
+        act_temperature=_act_temperature(meta, cfg_file),
     )
+
+
+def _act_temperature(meta: dict[str, Any], cfg_file: Path) -> float | None:
+    """The saved ``act_temperature`` (None when absent: the training config's, else 0)."""
+    t = meta.get("act_temperature")
+    if t is None:
+        return None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t >= 0):
+        raise ValueError(f"{cfg_file} has act_temperature = {t!r}: it must be a number >= 0")
+    return float(t)
 
 
 class ObservationHistory:

@@ -212,6 +212,9 @@ class EvalArgs:
     compile: bool = False
     """Decode with torch.compile: faster decisions after a one-time compilation (about a
     minute per batch size on a CPU), worth it for long evaluations."""
+    act_temperature: float | None = None
+    """Act at the softmax(Q / T)-weighted mean of each dimension's bin values (0: the best
+    bin's value); default: the agent's own setting."""
 
 
 @dataclass
@@ -502,6 +505,8 @@ def run_eval(args: EvalArgs) -> None:
     from qtransformer.policy import AgentPolicy
 
     agent = load_agent(args.agent)
+    if args.act_temperature is not None:
+        agent.act_temperature = args.act_temperature
     if args.compile:
         agent.compile()
     if not args.env_mismatch_ok:
@@ -552,6 +557,7 @@ def run_eval(args: EvalArgs) -> None:
         "agent": str(args.agent),
         "settings": {k: str(v) for k, v in vars(args).items()},
         "env": env.as_dict(),
+        "act_temperature": agent.act_temperature,
         "results": {t: r.as_dict() for t, r in results.items()},
     }
     args.out.write_text(json.dumps(payload, indent=2))

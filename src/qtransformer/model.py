@@ -444,11 +444,39 @@ class QTransformer(nn.Module):
         Returns:
             ``(bins, q)``: chosen bins ``(B, dA)`` and Q of each chosen bin ``(B, dA)``.
         """
+        bins, qs, _ = self.decode(obs, task, use_cache, images, choose)
+        return bins, qs
+
+    @torch.no_grad()
+    def decode(
+        self,
+        obs: torch.Tensor | None,
+        task: torch.Tensor | None = None,
+        use_cache: bool = True,
+        images: torch.Tensor | None = None,
+        choose: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        temperature: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`greedy`, and for each dimension also the bin position the agent acts at.
+
+        With ``temperature`` T > 0 the position of dimension i is the mean bin index under
+        ``softmax(Q_i / T)`` over its bins, Q in [0, 1] (the network's scale): ``sum_b w_b
+        b``. Bin values are affine in the index, so this position maps to the Q-weighted mean
+        of the bin values. The following dimensions are still decoded given the chosen
+        (greedy) bin, so every Q read is one the network was trained on. At T = 0 the position
+        is the chosen bin.
+
+        Returns:
+            ``(bins, q, position)``: chosen bins ``(B, dA)``, Q of each chosen bin ``(B, dA)``
+            and the positions ``(B, dA)`` (float, in ``[0, N - 1]``).
+        """
         cfg = self.cfg
         B, P = self._batch_size(obs, images), cfg.prefix_len
         device = self.start.device
         bins = torch.zeros(B, cfg.action_dim, dtype=torch.long, device=device)
         qs = torch.zeros(B, cfg.action_dim, device=device)
+        position = torch.zeros(B, cfg.action_dim, device=device)
+        index = torch.arange(cfg.n_bins, device=device, dtype=torch.float32)
         x = self._prefix(obs, task, images)
         h, cache = self._run(x)
         for i in range(cfg.action_dim):
@@ -459,6 +487,11 @@ class QTransformer(nn.Module):
                 bins[:, i] = choose(z)
                 best = z.gather(-1, bins[:, i : i + 1])[:, 0]
             qs[:, i] = torch.sigmoid(best)
+            if temperature > 0:
+                w = torch.softmax(torch.sigmoid(z.float()) / temperature, dim=-1)  # (B, N)
+                position[:, i] = w @ index
+            else:
+                position[:, i] = bins[:, i].float()
             if i == cfg.action_dim - 1:
                 break
             tok = self._bin_tokens(bins[:, i : i + 1], i) + self.pos[P + 1 + i]  # (B, 1, D)
@@ -467,4 +500,4 @@ class QTransformer(nn.Module):
             else:
                 x = torch.cat([x, tok], dim=1)
                 h, _ = self._run(x)
-        return bins, qs
+        return bins, qs, position

@@ -151,6 +151,7 @@ RESUMABLE_CHANGES = (
     "checkpoint_every",
     "steps",
     "data_workers",
+    "act_temperature",
 )
 """Settings a resumed run may change; any other difference is a different run. ``steps``
 extends (or shortens) a run; the learning-rate schedule then spans the new total."""

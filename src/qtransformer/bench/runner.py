@@ -156,6 +156,11 @@ def qt_config(cell: Cell, profile: Profile) -> TrainConfig:
     return replace(profile.qt, steps=steps, seed=cell.seed, **overrides)
 
 
+BEFORE_FIELDS: dict[str, Any] = {"act_temperature": 0.0}
+"""TrainConfig fields added after cells had run, with the value those cells ran with where it
+is not the field's default: a cell recorded without ``act_temperature`` acted greedily."""
+
+
 def changed_settings(record: Record, cell: Cell, profile: Profile) -> list[str]:
     """Settings a finished cell was run with that differ from what the profile asks now
     (Q-Transformer config fields, a baseline's settings, its steps); empty when current."""
@@ -167,8 +172,9 @@ def changed_settings(record: Record, cell: Cell, profile: Profile) -> list[str]:
     got = record.get("config", {})
     if cell.algo == "qt" or cell.algo in VARIANTS:
         want = plain(asdict(qt_config(cell, profile)))
-        # A field added after the cell ran counts as its default; logging cadence is no result.
-        old = {**plain(asdict(TrainConfig())), **got}
+        # A field added after the cell ran counts as its default, unless the cell's behaviour
+        # then was another value (BEFORE_FIELDS); logging cadence is no result.
+        old = {**plain(asdict(TrainConfig())), **BEFORE_FIELDS, **got}
         skip = {"log_every", "checkpoint_every"}
         return sorted(k for k, v in want.items() if k not in skip and old.get(k) != v)
     want = {k: v for k, v in asdict(default_settings(cell.algo)).items() if v is not None}
