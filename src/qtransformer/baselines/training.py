@@ -244,28 +244,43 @@ def train_baseline(
     torch.manual_seed(seed)
     algo = _make_algo(d3rlpy, s, arrays, low, high, device)
     cls = DecisionTransformerPolicy if name == "dt" else BaselinePolicy
-    policy = cls(
-        name,
-        algo,
-        s,
+    return fit_policy(cls(name, algo, s, *_policy_facts(data, arrays, dataset, steps, seed)),
+                      dataset, callback)  # fmt: skip
+
+
+def _policy_facts(
+    data: OfflineDataset, arrays: TrainingArrays, dataset: Any, steps: int, seed: int
+) -> tuple[Any, ...]:
+    """The arguments of :class:`BaselinePolicy` after its name, algorithm and settings."""
+    return (
         data.tasks,
         data.obs_dim,
-        low,
-        high,
+        np.asarray(data.action_low, np.float64),
+        np.asarray(data.action_high, np.float64),
         steps,
         seed,
-        num_steps=len(arrays.rewards),
-        num_episodes=len(arrays.episode_returns),
-        num_transitions=int(dataset.transition_count),
-        train_seconds=0.0,
-        env=data.env_settings(),
+        len(arrays.rewards),
+        len(arrays.episode_returns),
+        int(dataset.transition_count),
+        0.0,
+        data.env_settings(),
     )
+
+
+def fit_policy(
+    policy: BaselinePolicy,
+    dataset: Any,
+    callback: Callable[[int, BaselinePolicy], None] | None = None,
+) -> BaselinePolicy:
+    """Train ``policy.algo`` on the d3rlpy ``dataset`` for ``policy.steps`` gradient steps
+    (``callback(step, policy)`` after each), record the time, and return the policy."""
+    d3rlpy = import_d3rlpy()
     start = time.perf_counter()
-    algo.fit(
+    policy.algo.fit(
         dataset,
-        n_steps=steps,
-        n_steps_per_epoch=steps,
-        experiment_name=f"{name}_seed{seed}",
+        n_steps=policy.steps,
+        n_steps_per_epoch=policy.steps,
+        experiment_name=f"{policy.name}_seed{policy.seed}",
         with_timestamp=False,
         logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
         show_progress=False,
@@ -274,8 +289,8 @@ def train_baseline(
     policy.train_seconds = time.perf_counter() - start
     log.info(
         "%s: %d steps on %d transitions (%d episodes) in %.1fs (%.1f steps/s)",
-        name,
-        steps,
+        policy.name,
+        policy.steps,
         policy.num_transitions,
         policy.num_episodes,
         policy.train_seconds,
