@@ -31,6 +31,7 @@ from qtransformer.data.dataset import OfflineDataset
 from qtransformer.data.episodes import Episode
 from qtransformer.data.sampler import Batch, TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
+from qtransformer.evaluate import EvalResult, evaluate_metaworld
 from qtransformer.learner import Learner
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,30 @@ def play_wave(
     ]
 
 
+def evaluate_finetuning(
+    policy: Any,
+    task: str,
+    cfg: FinetuneConfig | Any,
+    multi_task: bool,
+    max_steps: int | None,
+    action_repeat: int | None,
+) -> EvalResult:
+    """One greedy evaluation of a fine-tuning run: ``cfg.eval_episodes`` episodes of
+    ``task`` from seed ``cfg.seed`` in ``cfg.num_envs`` environments (``cfg`` a
+    :class:`FinetuneConfig` or settings with those fields), so every run, and every baseline,
+    fine-tuned with that seed is evaluated on the same episodes."""
+    return evaluate_metaworld(
+        policy,
+        [task],
+        cfg.eval_episodes,
+        min(cfg.num_envs, cfg.eval_episodes),
+        seed=cfg.seed,
+        max_steps=max_steps,
+        action_repeat=action_repeat,
+        multi_task=multi_task,
+    )[task]
+
+
 def finetune(
     agent_path: str | Path,
     data: OfflineDataset,
@@ -233,7 +258,6 @@ def finetune(
     """
     from qtransformer.data.minari_io import read_minari, write_minari
     from qtransformer.envs.metaworld import resolve_tasks
-    from qtransformer.evaluate import evaluate_metaworld
     from qtransformer.policy import AgentPolicy
     from qtransformer.trainer import _check_weights, agent_of, load_checkpoint, save_checkpoint
 
@@ -322,16 +346,9 @@ def finetune(
 
     def evaluate_now() -> None:
         agent.model.eval()
-        result = evaluate_metaworld(
-            AgentPolicy(agent),
-            [task],
-            cfg.eval_episodes,
-            min(cfg.num_envs, cfg.eval_episodes),
-            seed=cfg.seed,
-            max_steps=max_steps,
-            action_repeat=action_repeat,
-            multi_task=len(data.tasks) > 1,
-        )[task]
+        result = evaluate_finetuning(
+            AgentPolicy(agent), task, cfg, len(data.tasks) > 1, max_steps, action_repeat
+        )
         row = {
             "decisions": float(decisions),
             "gradient_steps": float(learner.step),

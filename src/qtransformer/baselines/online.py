@@ -59,7 +59,7 @@ from qtransformer.baselines.training import (
     fit_policy,
     train_baseline,
 )
-from qtransformer.finetune import FINETUNE_SEED_OFFSET, FinetuneConfig
+from qtransformer.finetune import FINETUNE_SEED_OFFSET, FinetuneConfig, evaluate_finetuning
 
 if TYPE_CHECKING:
     from qtransformer.data.dataset import OfflineDataset
@@ -265,7 +265,6 @@ def finetune_baseline(
         FloatingPointError: When an update's losses turn NaN or infinite.
     """
     from qtransformer.envs.metaworld import resolve_tasks
-    from qtransformer.evaluate import evaluate_metaworld
 
     _check_algo(policy.name)
     cfg = config or OnlineConfig()
@@ -291,16 +290,9 @@ def finetune_baseline(
     decisions = updates = 0
 
     def evaluate_now() -> None:
-        result = evaluate_metaworld(
-            policy,
-            [task],
-            cfg.eval_episodes,
-            min(cfg.num_envs, cfg.eval_episodes),
-            seed=cfg.seed,
-            max_steps=max_steps,
-            action_repeat=action_repeat,
-            multi_task=len(data.tasks) > 1,
-        )[task]
+        result = evaluate_finetuning(
+            policy, task, cfg, len(data.tasks) > 1, max_steps, action_repeat
+        )
         row = {
             "decisions": float(decisions),
             "gradient_steps": float(updates),
