@@ -150,6 +150,16 @@ def test_images_are_right_way_up_and_not_mirrored() -> None:
         mw.collect_episode("reach-v3", EXPERT, 0, max_steps=3, image_size=64, camera="nope")
 
 
+def _run_with_egl(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter with EGL rendering; it must exit 0."""
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
 def test_collect_with_images_in_egl_worker_processes() -> None:
     code = (
         "from qtransformer import collection as mw\n"
@@ -158,12 +168,25 @@ def test_collect_with_images_in_egl_worker_processes() -> None:
         "    eps = mw.collect([item], seed=0, workers=2, progress=False, image_size=32)\n"
         "    print([ep.images.shape for ep in eps], eps[0].images.dtype)\n"
     )
-    env = {**os.environ, "MUJOCO_GL": "egl"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _run_with_egl(code)
     assert out.stdout.strip() == "[(21, 32, 32, 3), (21, 32, 32, 3)] uint8"
+
+
+def test_exit_is_quiet_when_egl_is_torn_down_before_our_renderers_close() -> None:
+    # The order of exit hooks is not ours to choose: if EGL is gone first, closing the
+    # renderers must neither raise nor leave their destructors to print EGL errors.
+    code = (
+        "from mujoco import egl\n"
+        "from qtransformer.envs import metaworld as menv\n"
+        "env = menv.MetaWorldTask('reach-v3', image_size=32)\n"
+        "env.reset(seed=0)\n"
+        "egl.EGL.eglTerminate(egl.EGL_DISPLAY)\n"
+        "menv._close_renderers()\n"
+        "print(env.renderer._gl_context is None)\n"
+    )
+    out = _run_with_egl(code)
+    assert out.stdout.strip() == "True"
+    assert "EGLError" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
 
 
 def test_collect_is_deterministic_whatever_the_workers() -> None:

@@ -148,7 +148,14 @@ _OPEN_RENDERERS: weakref.WeakSet[mujoco.Renderer] = weakref.WeakSet()
 def _close_renderers() -> None:
     # Close GL contexts while EGL still exists; left to interpreter teardown they fail noisily.
     for renderer in list(_OPEN_RENDERERS):
-        renderer.close()
+        try:
+            renderer.close()
+        except Exception:  # EGL already torn down: nothing left to free at exit
+            context = getattr(renderer, "_gl_context", None)
+            if context is not None:
+                context._context = None  # so that its __del__ does not retry either
+            renderer._gl_context = None
+            renderer._mjr_context = None
 
 
 def _renderer(env: Any, size: int) -> mujoco.Renderer:
