@@ -49,10 +49,20 @@ class Args:
     threads: int = 1
 
 
+def run_folder(work: Path, task: str, preset: str, seed: int, variant: str) -> Path:
+    """Where a run of ``variant`` keeps its online phase and record (``qt``: the defaults)."""
+    folder = work / f"{task}-{preset}-seed{seed}"
+    return folder if variant == "qt" else folder.with_name(f"{folder.name}-{variant}")
+
+
+def record_head(script: str, variant: str, task: str, preset: str, seed: int) -> dict:
+    """The fields that name a run's record: its command (as run now) and its run."""
+    command = " ".join([script, *sys.argv[1:]])
+    return {"command": command, "variant": variant, "task": task, "preset": preset, "seed": seed}
+
+
 def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
-    folder = args.work / f"{task}-{preset}-seed{seed}"
-    if args.variant != "qt":
-        folder = folder.with_name(f"{folder.name}-{args.variant}")
+    folder = run_folder(args.work, task, preset, seed, args.variant)
     done = folder / "record.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -75,11 +85,7 @@ def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
     cfg = replace(args.config, seed=seed)
     _, history = finetune(start / "agent", data, task, cfg, out_dir=folder / "online", resume=True)
     record = {
-        "command": " ".join(["benchmarks/finetune.py", *sys.argv[1:]]),
-        "variant": args.variant,
-        "task": task,
-        "preset": preset,
-        "seed": seed,
+        **record_head("benchmarks/finetune.py", args.variant, task, preset, seed),
         "episodes": args.episodes,
         "offline_success": history[0]["success"],
         "final_success": history[-1]["success"],
@@ -113,7 +119,7 @@ def markdown(records: list[dict], args: Args) -> str:
             f"- `{variant}`: `{r.get('command', '?')}`: {c['steps']} decisions in "
             f"{c['num_envs']} environments, {c['updates_per_decision']} gradient steps per "
             f"decision, online share of batches {c['online_ratio']}, temperature "
-            f"{c['temperature']} -> {c['temperature_end']}, greedy evaluation of "
+            f"{c['temperature']} -> {c['temperature_end']}, evaluation (no exploration) of "
             f"{c['eval_episodes']} episodes every {c['eval_every']} decisions."
         )
     lines += [
@@ -180,7 +186,7 @@ def plot(records: list[dict], path: Path) -> None:
         ys = np.mean([[p["success"] for p in r["history"][:n]] for r in rs], axis=0)
         ax.plot(xs, ys, color=color, marker="o", lw=2, label=f"{label} ({len(rs)} seeds)")
     ax.set_xlabel("decisions taken online")
-    ax.set_ylabel("greedy success (50 episodes)")
+    ax.set_ylabel("success without exploration (50 episodes)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -584,6 +584,8 @@ def main() -> None:
         sections.append(
             embedded("finetune_baselines.md", "Online fine-tuning of d3rlpy's IQL and Cal-QL.")
         )
+    if "finetune_retrain.md" in have:
+        sections.append(embedded("finetune_retrain.md", "Retrained on what fine-tuning gathered."))
     block = START + "\n" + "\n\n".join(sections) + "\n" + END
     new, n = re.subn(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     if n != 1:

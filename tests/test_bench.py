@@ -187,6 +187,13 @@ def test_transfer_study_keeps_its_cells_and_data_in_its_own_folder(tmp_path) -> 
     assert (folder / "data" / "noisy-door-open-v3-r4-seed0" / "dataset.json").exists()
     assert not (tmp_path / "w" / "cells").exists()
     assert summarize(args) == ["transfer.md", "transfer_run.json"]
+    run = json.loads((args.out / "transfer_run.json").read_text())
+    whole = len(STUDIES["transfer"].cells(PROFILES["tiny"]))
+    assert (run["cells_finished"], run["cells_planned"], run["cells_asked_for"]) == (1, whole, 1)
+    # Asking for one algorithm still reports the whole study, not only that algorithm's cells.
+    summarize(replace(args, algos=("qt",)))
+    run = json.loads((args.out / "transfer_run.json").read_text())
+    assert (run["cells_finished"], run["cells_planned"]) == (1, whole) and whole > 1
     table = (args.out / "transfer.md").read_text()
     assert table.startswith("| algo | noisy | mean |") and "| qt | " in table
     assert "door-open-v3" in table

@@ -3,6 +3,8 @@ and exact resume."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,14 @@ from qtransformer.data.minari_io import read_minari
 from qtransformer.data.sampler import TransitionSampler
 from qtransformer.discretize import ActionDiscretizer
 from qtransformer.envs import metaworld as menv
-from qtransformer.finetune import ONLINE_ID, FinetuneConfig, MixedSampler, finetune
+from qtransformer.finetune import (
+    ONLINE_ID,
+    FinetuneConfig,
+    MixedSampler,
+    _train_config,
+    finetune,
+)
+from qtransformer.learner import Learner
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +82,22 @@ def test_mixed_batches_hold_the_online_share(tiny_agent) -> None:
     mixed.online_ratio = 1.0  # online only (learning from scratch)
     batch, n_on = mixed.batch(64)
     assert n_on == 64 and bool((batch.obs[:, -1] == 7.0).all())
+
+
+def test_cosine_finetuning_rate_decays_to_zero_over_the_planned_updates(tiny_agent) -> None:
+    agent, _ = tiny_agent
+    cfg = FinetuneConfig(steps=400, updates_per_decision=0.5, lr=1e-3, lr_schedule="cosine")
+    tc = _train_config(agent, cfg)
+    assert tc.steps == 200 and tc.lr_schedule == "cosine"
+    learner = SimpleNamespace(cfg=tc, step=0)
+    for step, expected in [(0, 1e-3), (100, 0.5e-3), (50, 1e-3 * (1 + np.cos(np.pi / 4)) / 2),
+                           (200, 0.0), (260, 0.0)]:  # fmt: skip
+        learner.step = step
+        assert Learner.learning_rate(learner) == pytest.approx(expected, abs=1e-12)  # type: ignore[arg-type]
+    constant = _train_config(agent, FinetuneConfig(lr=1e-3))
+    assert constant.lr_schedule == "constant" and constant.steps >= 10**9
+    with pytest.raises(ValueError, match="lr_schedule"):
+        FinetuneConfig(lr_schedule="linear")  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

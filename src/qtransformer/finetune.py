@@ -19,7 +19,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -66,7 +66,10 @@ class FinetuneConfig:
     conservative_weight: float | None = None
     """alpha during fine-tuning; None keeps the offline one."""
     lr: float | None = None
-    """Learning rate (constant); None keeps the offline one."""
+    """Peak learning rate; None keeps the offline one."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """'constant' keeps ``lr`` throughout; 'cosine' decays it to 0 over the run's planned
+    gradient steps (``steps * updates_per_decision``), as offline training ends."""
     eval_every: int = 1000
     """Decisions between greedy evaluations (and one before any acting)."""
     eval_episodes: int = 20
@@ -82,6 +85,10 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.updates_per_decision < 0:
             raise ValueError(f"updates_per_decision must be >= 0, got {self.updates_per_decision}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"
+            )
         Exploration(self.temperature, self.epsilon)  # validates both
         Exploration(self.temperature_end, self.epsilon)
 
@@ -125,7 +132,7 @@ def _train_config(agent: Agent, cfg: FinetuneConfig) -> TrainConfig:
     tc = TrainConfig.from_dict(agent.train_config)
     return replace(
         tc,
-        lr_schedule="constant",
+        lr_schedule=cfg.lr_schedule,
         lr=cfg.lr if cfg.lr is not None else tc.lr,
         conservative_weight=(
             cfg.conservative_weight
@@ -133,7 +140,10 @@ def _train_config(agent: Agent, cfg: FinetuneConfig) -> TrainConfig:
             else tc.conservative_weight
         ),
         seed=cfg.seed,
-        steps=10**9,  # the schedule is constant: steps only bound the run
+        # The cosine schedule ends with the planned updates; a constant one is unbounded.
+        steps=max(1, round(cfg.steps * cfg.updates_per_decision))
+        if cfg.lr_schedule == "cosine"
+        else 10**9,
     )
 
 

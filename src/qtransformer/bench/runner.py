@@ -435,11 +435,16 @@ def _run_json(s: _Summary) -> str | None:
         return None
     from qtransformer.machine import machine_info
 
+    # The whole study as its records now stand, not only the cells this run was asked for:
+    # a rerun of some algorithms (--algos) must not read as the whole study's cost.
+    study = {c.key for c in s.study.cells(s.profile)} | planned
+    finished = study & set(s.records)
     run = {
         "profile": s.args.profile,
-        "cells_finished": len(done),
-        "cells_planned": len(planned),
-        "cell_seconds": sum(s.records[k]["seconds"] for k in done),
+        "cells_finished": len(finished),
+        "cells_planned": len(study),
+        "cell_seconds": sum(s.records[k].get("seconds", 0.0) for k in finished),
+        "cells_asked_for": len(done),
         "machine": machine_info(),
     }
     return json.dumps(run, indent=1)
