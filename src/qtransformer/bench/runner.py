@@ -431,19 +431,19 @@ def _study_md(s: _Summary, csv_name: str) -> str:
 def _run_json(s: _Summary) -> str | None:
     """Machine and time of the finished cells; only just after running them (here)."""
     planned, done = s.planned()
-    if s.args.summarize_only or _lacking({k: s.records[k] for k in done}, ("seconds",)):
-        return None
-    from qtransformer.machine import machine_info
-
     # The whole study as its records now stand, not only the cells this run was asked for:
     # a rerun of some algorithms (--algos) must not read as the whole study's cost.
     study = {c.key for c in s.study.cells(s.profile)} | planned
     finished = study & set(s.records)
+    if s.args.summarize_only or _lacking({k: s.records[k] for k in finished}, ("seconds",)):
+        return None
+    from qtransformer.machine import machine_info
+
     run = {
         "profile": s.args.profile,
         "cells_finished": len(finished),
         "cells_planned": len(study),
-        "cell_seconds": sum(s.records[k].get("seconds", 0.0) for k in finished),
+        "cell_seconds": sum(s.records[k]["seconds"] for k in finished),
         "cells_asked_for": len(done),
         "machine": machine_info(),
     }
