@@ -489,7 +489,9 @@ class QTransformer(nn.Module):
             qs[:, i] = torch.sigmoid(best)
             if temperature > 0:
                 w = torch.softmax(torch.sigmoid(z.float()) / temperature, dim=-1)  # (B, N)
-                position[:, i] = w @ index
+                mean = w @ index
+                # Non-finite Q (inputs far outside the data) has no weighted mean: act greedily.
+                position[:, i] = torch.where(mean.isfinite(), mean, bins[:, i].float())
             else:
                 position[:, i] = bins[:, i].float()
             if i == cfg.action_dim - 1:
