@@ -3,6 +3,7 @@ and exact resume."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,6 +24,7 @@ from qtransformer.finetune import (
     MixedSampler,
     _train_config,
     finetune,
+    restart_lr_factor,
 )
 from qtransformer.learner import Learner
 
@@ -100,6 +102,27 @@ def test_cosine_finetuning_rate_decays_to_zero_over_the_planned_updates(tiny_age
         FinetuneConfig(lr_schedule="linear")  # type: ignore[arg-type]
 
 
+def test_restart_rate_anneals_within_each_evaluation_period(tiny_agent) -> None:
+    # A wave inside the period [0, 1000): positions against the period's length.
+    for u in (0, 99, 199):
+        at = 200 + 200 * (u + 1) / 200
+        expected = (1 + np.cos(np.pi * at / 1000)) / 2
+        assert restart_lr_factor(200, 200, u, 200, 1000, False) == pytest.approx(expected)
+    # The wave that ends the period (900 -> 1150, an evaluation follows): measured against
+    # its end, so its last update runs at rate 0 and none goes back up before the evaluation.
+    factors = [restart_lr_factor(900, 250, u, 125, 1000, True) for u in range(125)]
+    assert factors[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(factors, factors[1:], strict=False))
+    assert factors[0] == pytest.approx((1 + np.cos(np.pi * 902 / 1150)) / 2)
+    # The next period restarts at its own start (1000), not at the previous evaluation.
+    assert restart_lr_factor(1150, 100, 0, 100, 1000, False) == pytest.approx(
+        (1 + np.cos(np.pi * 0.151)) / 2
+    )
+    # The learner keeps a constant peak; finetune() applies the factor per update.
+    tc = _train_config(tiny_agent[0], FinetuneConfig(lr_schedule="restarts"))
+    assert tc.lr_schedule == "constant"
+
+
 @pytest.fixture(scope="module")
 def reach_agent(tmp_path_factory):
     """A tiny agent trained offline on two reach-v3 demonstrations (40-step limit)."""
@@ -144,6 +167,33 @@ def test_finetune_keeps_online_episodes_and_resumes_exactly(reach_agent, tmp_pat
     for a, b in zip(episodes, again, strict=True):
         assert np.array_equal(a.actions, b.actions) and a.terminated == b.terminated
     assert (tmp_path / "a" / "agent" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_restarts_reach_rate_zero_before_every_evaluation_and_resume_exactly(
+    reach_agent, tmp_path, monkeypatch
+) -> None:
+    agent_dir, data = reach_agent
+    factors: dict[int, float] = {}
+    update = Learner.update
+
+    def recording(self, batch, metrics=True):
+        out = update(self, batch, metrics)
+        factors[self.step] = self.lr_factor
+        return out
+
+    monkeypatch.setattr(Learner, "update", recording)
+    cfg = small(lr_schedule="restarts", eval_every=40, updates_per_decision=0.2)
+    whole, history = finetune(agent_dir, data, "reach-v3", cfg, out_dir=tmp_path / "a")
+    steps = [int(row["gradient_steps"]) for row in history[1:]]
+    assert len(steps) >= 2 and all(s > 0 for s in steps)
+    for s in steps:  # the update just before every evaluation ran at rate 0
+        assert factors[s] == pytest.approx(0.0, abs=1e-12)
+    assert max(factors.values()) > 0.5  # and the rate went back up in between
+    finetune(agent_dir, data, "reach-v3", replace(cfg, steps=60), out_dir=tmp_path / "b")
+    resumed, _ = finetune(agent_dir, data, "reach-v3", cfg, out_dir=tmp_path / "b", resume=True)
+    for p, q in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -67,9 +68,12 @@ class FinetuneConfig:
     """alpha during fine-tuning; None keeps the offline one."""
     lr: float | None = None
     """Peak learning rate; None keeps the offline one."""
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "restarts"] = "constant"
     """'constant' keeps ``lr`` throughout; 'cosine' decays it to 0 over the run's planned
-    gradient steps (``steps * updates_per_decision``), as offline training ends."""
+    gradient steps (``steps * updates_per_decision``), as offline training ends; 'restarts'
+    decays it from ``lr`` to 0 within every evaluation period (cosine, restarting at each
+    evaluation), so that every evaluation, and the agent saved at the end, comes at the end of
+    an annealed cycle as the offline start did (:func:`restart_lr_factor`)."""
     eval_every: int = 1000
     """Decisions between greedy evaluations (and one before any acting)."""
     eval_episodes: int = 20
@@ -85,9 +89,9 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.updates_per_decision < 0:
             raise ValueError(f"updates_per_decision must be >= 0, got {self.updates_per_decision}")
-        if self.lr_schedule not in ("constant", "cosine"):
+        if self.lr_schedule not in ("constant", "cosine", "restarts"):
             raise ValueError(
-                f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"
+                f"lr_schedule must be 'constant', 'cosine' or 'restarts', got {self.lr_schedule!r}"
             )
         Exploration(self.temperature, self.epsilon)  # validates both
         Exploration(self.temperature_end, self.epsilon)
@@ -95,6 +99,26 @@ class FinetuneConfig:
     def temperature_at(self, decisions: int) -> float:
         frac = min(decisions / self.steps, 1.0)
         return self.temperature + (self.temperature_end - self.temperature) * frac
+
+
+def restart_lr_factor(
+    before: int, taken: int, update: int, updates: int, eval_every: int, evaluates: bool
+) -> float:
+    """Factor of the peak rate for one update of a wave under ``lr_schedule='restarts'``.
+
+    A wave moved the decision count from ``before`` to ``before + taken`` and is followed by
+    ``updates`` gradient steps; update ``update`` (0-based) stands at decision
+    ``before + taken * (update + 1) / updates``. Its position in the evaluation period that
+    began at ``floor(before / eval_every) * eval_every`` is measured against the period's
+    length, or, when the wave ends the period (``evaluates``: an evaluation follows it), against
+    the decisions up to the wave's end, so that the last update before every evaluation runs
+    at rate 0. The factor is ``(1 + cos(pi * position)) / 2``.
+    """
+    start = (before // eval_every) * eval_every
+    at = before + taken * (update + 1) / max(updates, 1)
+    length = (before + taken - start) if evaluates else eval_every
+    position = min((at - start) / max(length, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * position))
 
 
 def concat_batches(a: Batch, b: Batch) -> Batch:
@@ -132,7 +156,8 @@ def _train_config(agent: Agent, cfg: FinetuneConfig) -> TrainConfig:
     tc = TrainConfig.from_dict(agent.train_config)
     return replace(
         tc,
-        lr_schedule=cfg.lr_schedule,
+        # 'restarts' is applied per update by finetune() on top of a constant rate.
+        lr_schedule="constant" if cfg.lr_schedule == "restarts" else cfg.lr_schedule,
         lr=cfg.lr if cfg.lr is not None else tc.lr,
         conservative_weight=(
             cfg.conservative_weight
@@ -396,7 +421,15 @@ def finetune(
             decisions += taken
             mixed.online = sampler_of(_online_dataset(online, data, task))
             q_online = float("nan")
-            for _ in range(round(cfg.updates_per_decision * taken)):
+            updates = round(cfg.updates_per_decision * taken)
+            evaluates = (
+                decisions // cfg.eval_every > before // cfg.eval_every or decisions >= cfg.steps
+            )
+            for u in range(updates):
+                if cfg.lr_schedule == "restarts":
+                    learner.lr_factor = restart_lr_factor(
+                        before, taken, u, updates, cfg.eval_every, evaluates
+                    )
                 batch, n_on = mixed.batch(tc.batch_size)
                 metrics = learner.update(batch, metrics=writer is not None)
                 if metrics:
@@ -413,7 +446,7 @@ def finetune(
             _check_weights(learner, learner.step)
             if bar is not None:
                 bar.update(taken)
-            if decisions // cfg.eval_every > before // cfg.eval_every or decisions >= cfg.steps:
+            if evaluates:
                 evaluate_now()
             if out is not None and ckpt is not None:
                 low, high = data.action_low, data.action_high

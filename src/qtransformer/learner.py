@@ -118,6 +118,8 @@ class Learner:
             # shapes are static (fixed batch), so it compiles once.
             self._q_losses = torch.compile(self._q_losses_eager, dynamic=False)
         self.step = 0
+        self.lr_factor = 1.0
+        """Multiplies the scheduled rate (online fine-tuning's per-period restarts set it)."""
         self.last_loss: torch.Tensor | None = None
         """Loss of the latest update, detached and on the device (reading it syncs)."""
 
@@ -232,7 +234,7 @@ class Learner:
         grad_norm = nn.utils.clip_grad_norm_(
             self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         )
-        lr = self.learning_rate()
+        lr = self.learning_rate() * self.lr_factor
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         self.optimizer.step()
