@@ -235,3 +235,33 @@ def test_a_diverged_finetune_saves_nothing(reach_agent, tmp_path, monkeypatch) -
         finetune(agent_dir, data, "reach-v3", small(), out_dir=tmp_path / "ft")
     assert not (tmp_path / "ft" / "checkpoint").exists()
     assert not (tmp_path / "ft" / "agent").exists()
+
+
+def test_chance_dips_match_the_binomial_reference() -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune.py"
+    spec = importlib.util.spec_from_file_location("finetune_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+
+    def run(p: float, later: int) -> dict:
+        return {
+            "config": {"eval_episodes": 50},
+            "offline_success": p,
+            "history": [{}] * (1 + later),
+        }
+
+    assert bench.chance_dips([run(1.0, 4)]) == (0.0, 0.0)  # a sure policy never dips
+    # One later evaluation: the dip is the difference of two binomial means, mean 0; the
+    # larger of two runs' dips is the minimum of two such differences, about -sd / sqrt(pi).
+    mean, largest = bench.chance_dips([run(0.5, 1), run(0.5, 1)], draws=100000)
+    sd = np.sqrt(2 * 0.25 / 50)
+    assert mean == pytest.approx(0.0, abs=0.003)
+    assert largest == pytest.approx(-sd / np.sqrt(np.pi), abs=0.003)
+    # More evaluations dip further by chance.
+    assert bench.chance_dips([run(0.5, 4)])[0] < bench.chance_dips([run(0.5, 1)])[0] - 0.03
