@@ -59,6 +59,9 @@ class Args:
     out: Path = ROOT / "benchmarks" / "results"
     qt_results: Path = ROOT / "benchmarks" / "results" / "finetune.jsonl"
     """Q-Transformer's fine-tuning records, shown beside the baselines where they exist."""
+    label: str = ""
+    """Name of non-default online settings: results and run folders are named
+    ``ALGO-LABEL`` (e.g. ``iql-utd-0.25``) instead of ``ALGO``."""
     threads: int = 1
 
 
@@ -72,8 +75,12 @@ def collect_data(task: str, preset: str, seed: int, episodes: int) -> qt.Offline
     )  # fmt: skip
 
 
+def variant_name(args: Args, algo: str) -> str:
+    return f"{algo}-{args.label}" if args.label else algo
+
+
 def run_folder(args: Args, algo: str, task: str, preset: str, seed: int) -> Path:
-    return args.work / f"{algo}-{task}-{preset}-seed{seed}"
+    return args.work / f"{variant_name(args, algo)}-{task}-{preset}-seed{seed}"
 
 
 def run_one(
@@ -103,7 +110,7 @@ def run_one(
     history = finetune_baseline(policy, data, task, cfg, on_evaluation=progress)
     record = {
         "command": " ".join(["benchmarks/finetune_baselines.py", *sys.argv[1:]]),
-        "variant": algo,
+        "variant": variant_name(args, algo),
         "task": task,
         "preset": preset,
         "seed": seed,
@@ -136,8 +143,10 @@ def markdown(records: list[dict[str, Any]], qt_records: list[dict[str, Any]]) ->
         "",
         f"{m.get('cpu_model', '?')}, torch {m.get('torch', '?')}, one core per run. The "
         "protocol of Q-Transformer's fine-tuning (finetune.md): the same offline data (per "
-        "task, preset and seed), environments, waves, online share of batches, gradient "
-        "steps per decision and evaluation episodes. Offline: d3rlpy 2.8.1 IQL and Cal-QL "
+        "task, preset and seed), environments, waves, online share of batches and evaluation "
+        "episodes; gradient steps per decision as each variant's line gives them (`iql` and "
+        "`cal-ql` one, Q-Transformer's earlier default; `iql-utd-0.25` a quarter, its current "
+        "one; the baselines keep their own learning rates). Offline: d3rlpy 2.8.1 IQL and Cal-QL "
         "(CQL's settings with the calibrated penalty), exploring online with their own "
         "stochastic policy, evaluated greedily. Per variant, its command and settings:",
         "",

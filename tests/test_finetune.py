@@ -3,7 +3,6 @@ and exact resume."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -96,7 +95,7 @@ def test_cosine_finetuning_rate_decays_to_zero_over_the_planned_updates(tiny_age
                            (200, 0.0), (260, 0.0)]:  # fmt: skip
         learner.step = step
         assert Learner.learning_rate(learner) == pytest.approx(expected, abs=1e-12)  # type: ignore[arg-type]
-    constant = _train_config(agent, FinetuneConfig(lr=1e-3))
+    constant = _train_config(agent, FinetuneConfig(lr=1e-3, lr_schedule="constant"))
     assert constant.lr_schedule == "constant" and constant.steps >= 10**9
     with pytest.raises(ValueError, match="lr_schedule"):
         FinetuneConfig(lr_schedule="linear")  # type: ignore[arg-type]
@@ -146,6 +145,29 @@ def small(**kw) -> FinetuneConfig:
     return FinetuneConfig(**{**base, **kw})
 
 
+def interrupt_after_waves(agent_dir, data, cfg: FinetuneConfig, out, waves: int) -> None:
+    """Run fine-tuning into ``out`` and kill it (KeyboardInterrupt) when it starts wave
+    ``waves + 1``, as a user's Ctrl-C would: the same settings throughout, so that resuming
+    must reproduce the uninterrupted run."""
+    import qtransformer.finetune as ft
+
+    played = 0
+    play = ft.play_wave
+
+    def killed(*args, **kwargs):
+        nonlocal played
+        if played == waves:
+            raise KeyboardInterrupt
+        played += 1
+        return play(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ft, "play_wave", killed)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(agent_dir, data, "reach-v3", cfg, out_dir=out)
+    assert played == waves
+
+
 @pytest.mark.slow
 def test_finetune_keeps_online_episodes_and_resumes_exactly(reach_agent, tmp_path) -> None:
     agent_dir, data = reach_agent
@@ -155,8 +177,8 @@ def test_finetune_keeps_online_episodes_and_resumes_exactly(reach_agent, tmp_pat
     assert len(episodes) == history[-1]["online_episodes"] and len(episodes) % 2 == 0
     assert all(ep.task == "reach-v3" and len(ep) <= 40 for ep in episodes)
     assert sum(len(ep) for ep in episodes) == history[-1]["decisions"]
-    # Stopped early, then resumed to the same end: the same weights and episodes.
-    finetune(agent_dir, data, "reach-v3", small(steps=60), out_dir=tmp_path / "b")
+    # Interrupted after its first wave, then resumed: the same weights and episodes.
+    interrupt_after_waves(agent_dir, data, small(), tmp_path / "b", waves=1)
     with pytest.raises(FileExistsError, match="resume"):
         finetune(agent_dir, data, "reach-v3", small(), out_dir=tmp_path / "b")
     resumed, _ = finetune(agent_dir, data, "reach-v3", small(), out_dir=tmp_path / "b", resume=True)
@@ -190,7 +212,7 @@ def test_restarts_reach_rate_zero_before_every_evaluation_and_resume_exactly(
     for s in steps:  # the update just before every evaluation ran at rate 0
         assert factors[s] == pytest.approx(0.0, abs=1e-12)
     assert max(factors.values()) > 0.5  # and the rate went back up in between
-    finetune(agent_dir, data, "reach-v3", replace(cfg, steps=60), out_dir=tmp_path / "b")
+    interrupt_after_waves(agent_dir, data, cfg, tmp_path / "b", waves=1)
     resumed, _ = finetune(agent_dir, data, "reach-v3", cfg, out_dir=tmp_path / "b", resume=True)
     for p, q in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(p, q)

@@ -155,8 +155,9 @@ class OnlineConfig:
     """Decisions taken in the environment, summed over the parallel environments."""
     num_envs: int = FinetuneConfig.num_envs
     """Environments stepped together: one wave is one episode in each."""
-    updates_per_decision: float = FinetuneConfig.updates_per_decision
-    """Gradient steps per decision taken."""
+    updates_per_decision: float = 1.0
+    """Gradient steps per decision taken (1, as the baselines' committed runs were made;
+    Q-Transformer's default is 0.25)."""
     online_ratio: float = FinetuneConfig.online_ratio
     """Share of every batch drawn from the online episodes (the rest from the offline data)."""
     eval_every: int = FinetuneConfig.eval_every
