@@ -23,6 +23,7 @@ import tyro
 
 import qtransformer as qt
 from qtransformer import collection as mw
+from qtransformer.atomic import write_text_atomically
 from qtransformer.bench.studies import PROFILES
 from qtransformer.envs import metaworld as menv
 from qtransformer.finetune import FinetuneConfig, finetune
@@ -95,7 +96,7 @@ def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
         "offline_seconds": offline_seconds,
         "finetune_seconds": time.perf_counter() - t1,
     }
-    done.write_text(json.dumps(record, indent=1))
+    write_text_atomically(done, json.dumps(record, indent=1))
     return record
 
 
@@ -247,8 +248,8 @@ def main(args: Args) -> None:
     merged = sorted(
         existing.values(), key=lambda r: (r["task"], r["preset"], r.get("variant", "qt"), r["seed"])
     )
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in merged))
-    (args.out / "finetune.md").write_text(markdown(merged, args))
+    write_text_atomically(jsonl, "".join(json.dumps(r) + "\n" for r in merged))
+    write_text_atomically(args.out / "finetune.md", markdown(merged, args))
     plot(merged, args.out / "finetune.png")
     print(markdown(merged, args))
     print("mean change", np.mean([r["final_success"] - r["offline_success"] for r in merged]))

@@ -30,6 +30,7 @@ import tyro
 
 import qtransformer as qt
 from qtransformer import collection as mw
+from qtransformer.atomic import write_text_atomically
 from qtransformer.baselines.online import (
     ONLINE_ALGOS,
     OnlineConfig,
@@ -104,7 +105,7 @@ def run_one(
 
     def progress(row: dict[str, float]) -> None:
         partial.append(row)
-        (folder / "history.partial.json").write_text(json.dumps(partial, indent=1))
+        write_text_atomically(folder / "history.partial.json", json.dumps(partial, indent=1))
         log.info("%s %s %s seed %d: %s", algo, task, preset, seed, row)
 
     history = finetune_baseline(policy, data, task, cfg, on_evaluation=progress)
@@ -125,9 +126,7 @@ def run_one(
         "finetune_seconds": time.perf_counter() - t1,
         "machine": machine_info(),
     }
-    tmp = folder / ".record.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(folder / "record.json")
+    write_text_atomically(folder / "record.json", json.dumps(record, indent=1))
     (folder / "history.partial.json").unlink(missing_ok=True)
     return record
 
@@ -223,14 +222,14 @@ def write_results(records: list[dict[str, Any]], args: Args) -> list[dict[str, A
     merged = sorted(
         existing.values(), key=lambda r: (r["task"], r["preset"], r["variant"], r["seed"])
     )
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in merged))
+    write_text_atomically(jsonl, "".join(json.dumps(r) + "\n" for r in merged))
     qt_records = []
     if args.qt_results.exists():
         for line in args.qt_results.read_text().splitlines():
             r = json.loads(line)
             if r.get("variant", "qt") == "qt":
                 qt_records.append({**r, "variant": "qt"})
-    (args.out / "finetune_baselines.md").write_text(markdown(merged, qt_records))
+    write_text_atomically(args.out / "finetune_baselines.md", markdown(merged, qt_records))
     return merged
 
 

@@ -25,6 +25,7 @@ import torch
 import tyro
 
 import qtransformer as qt
+from qtransformer.atomic import write_text_atomically
 from qtransformer.bench.studies import PROFILES
 from qtransformer.data.minari_io import read_minari
 from qtransformer.finetune import ONLINE_ID, FinetuneConfig, evaluate_finetuning
@@ -79,7 +80,7 @@ def run_one(task: str, preset: str, seed: int, args: Args) -> dict | None:
         "retrained_success": result.success_rate,
         "seconds": time.perf_counter() - t0,
     }
-    done.write_text(json.dumps(record, indent=1))
+    write_text_atomically(done, json.dumps(record, indent=1))
     return record
 
 
@@ -127,8 +128,8 @@ def main(args: Args) -> None:
     merged = sorted(
         existing.values(), key=lambda r: (r["task"], r["preset"], r["variant"], r["seed"])
     )
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in merged))
-    (args.out / "finetune_retrain.md").write_text(markdown(merged))
+    write_text_atomically(jsonl, "".join(json.dumps(r) + "\n" for r in merged))
+    write_text_atomically(args.out / "finetune_retrain.md", markdown(merged))
     print(markdown(merged))
 
 

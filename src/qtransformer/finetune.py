@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from qtransformer.agent import Agent, Exploration, load_agent
-from qtransformer.atomic import read_json, recover
+from qtransformer.atomic import read_json, recover, write_text_atomically
 from qtransformer.config import TrainConfig
 from qtransformer.data.dataset import OfflineDataset
 from qtransformer.data.episodes import Episode
@@ -477,12 +477,10 @@ def finetune(
                     "explore_rng": _save_generator(explore.generator),
                     "config": asdict(cfg),
                 }
-                tmp = out / f".{STATE_FILE}.tmp"
-                tmp.write_text(json.dumps(state))
-                tmp.replace(out / STATE_FILE)
+                write_text_atomically(out / STATE_FILE, json.dumps(state))
         if out is not None:
             agent.save(out / "agent")
-            (out / "history.json").write_text(json.dumps(history, indent=1))
+            write_text_atomically(out / "history.json", json.dumps(history, indent=1))
     finally:
         if bar is not None:
             bar.close()
