@@ -156,9 +156,10 @@ STUDY_CELLS = (
 """Committed cells with the same data and evaluation episodes: (study, task, size)."""
 
 
-def grid_baselines() -> list[dict]:
+def grid_baselines(seeds: set[int]) -> list[dict]:
     """IQL's and BC on successes' final cells of the grid and the transfer studies (100
-    episodes) and of the data-scale study (25), pooled as this script pools its own. (The
+    episodes) and of the data-scale study (25), of the same ``seeds`` as this script's rows
+    (the data-scale study has more at 25 episodes), pooled as this script pools its own. (The
     ``greedy`` rows equal the ``qt`` cells those studies committed before acting at Q-weighted
     values became the default.)"""
     out = []
@@ -168,7 +169,7 @@ def grid_baselines() -> list[dict]:
             eps = cell.get("episodes") or 100
             if eps != size or cell["algo"] not in ("iql", "bc-success"):
                 continue
-            if cell["preset"] not in ("noisy", "suboptimal"):
+            if cell["preset"] not in ("noisy", "suboptimal") or cell["seed"] not in seeds:
                 continue
             last = max(r["steps"] for r in rec["rows"])
             final = [r for r in rec["rows"] if r["steps"] == last]
@@ -186,7 +187,7 @@ def grid_baselines() -> list[dict]:
 
 
 def write_md(path: Path, records: list[dict]) -> None:
-    rows = records + grid_baselines()
+    rows = records + grid_baselines({r["seed"] for r in records})
     lines = [
         "| task | episodes per task | preset | rule | seeds | success | dec. | "
         + " | ".join(f"≤ {t} dec." for t in LIMITS)

@@ -143,10 +143,13 @@ def test_cpu_profile_grid_has_every_cell() -> None:
 def test_scale_study_cells_and_data_stay_apart_from_the_grid(tmp_path) -> None:
     profile = PROFILES["cpu"]
     grid, scale = GRID.cells(profile, ("qt", "iql", "bc-success"), False), SCALE.cells(profile)
-    assert len(scale) == 3 * 2 * 2 * 3 and len({c.key for c in scale}) == len(scale)
+    # 3 algorithms x 2 presets: 3 seeds at 50 episodes, 5 at 25 (where 3 left them close)
+    assert len(scale) == 3 * 2 * (3 + 5) and len({c.key for c in scale}) == len(scale)
+    assert {c.seed for c in scale if c.episodes == 25} == {0, 1, 2, 3, 4}
+    assert {c.seed for c in scale if c.episodes == 50} == {0, 1, 2}
     assert not {c.key for c in grid} & {c.key for c in scale}
     paths = {dataset_path(tmp_path, profile, c.preset, c.seed, c.episodes) for c in scale}
-    assert len(paths) == 2 * 2 * 3
+    assert len(paths) == 2 * (3 + 5)
     assert dataset_path(tmp_path, profile, "noisy", 0) not in paths
 
 
@@ -169,6 +172,23 @@ def test_scale_cell_trains_on_its_own_size_and_leaves_the_grid_table(tmp_path) -
     assert "| qt | noisy | " in (args.out / "scale.md").read_text()
     assert summarize(replace(args, study="grid")) == []  # the grid has no cell
     assert not (args.out / "metaworld.md").exists()
+
+
+def test_bench_seeds_runs_only_the_cells_of_those_seeds(tmp_path) -> None:
+    args = BenchArgs(
+        study="scale",
+        profile="tiny",
+        work=tmp_path / "w",
+        out=tmp_path / "o",
+        records=None,
+        jobs=1,
+        max_cells=1,
+        seeds=(3,),
+    )
+    assert run_study(args) == ["qt__noisy__seed3__25eps"]  # an extra seed of the 25-episode size
+    assert run_study(replace(args, seeds=(7,))) == []  # no cell of the study has seed 7
+    with pytest.raises(ValueError, match="--seeds .* 'pixels'"):
+        run_study(replace(args, study="pixels"))
 
 
 def test_transfer_study_keeps_its_cells_and_data_in_its_own_folder(tmp_path) -> None:

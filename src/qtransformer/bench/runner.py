@@ -67,6 +67,9 @@ class BenchArgs:
     one agent at a time on this many threads."""
     max_cells: int | None = None
     """Stop after this many newly finished cells (run a long study in chunks)."""
+    seeds: tuple[int, ...] | None = None
+    """Run only the cells of these seeds (Meta-World state studies); the tables still show
+    every finished cell. None: every seed of the study."""
     summarize_only: bool = False
     """Train nothing: write the tables and plots from the committed records alone."""
 
@@ -296,6 +299,10 @@ def run_study(args: BenchArgs) -> list[str]:
     """Run every unfinished cell of the study (``jobs`` at a time); returns the keys finished
     now."""
     study = study_of(args.study)
+    if args.seeds is not None and not isinstance(study, Study):
+        raise ValueError(
+            f"--seeds selects cells of the Meta-World state studies, not of {args.study!r}"
+        )
     if isinstance(study, OGBenchStudy):
         from qtransformer.bench.runner_ogbench import run_ogbench
 
@@ -313,6 +320,8 @@ def run_study(args: BenchArgs) -> list[str]:
     done = finished(work)
     todo = []
     for c in study.cells(profile, algos, args.ablations):
+        if args.seeds is not None and c.seed not in args.seeds:
+            continue
         if c.key in done:
             changed = changed_settings(done[c.key], c, profile)
             if not changed:

@@ -9,7 +9,7 @@ Measured results live in ``benchmarks/results``, never here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qtransformer.baselines import BASELINES
@@ -70,16 +70,20 @@ FINISH: dict[str, dict[str, Any]] = {
     "qt-1-head": {"q_heads": 1},
     "qt-bins-on-bounds": {"bin_layout": "bounds"},
     "qt-with-dropout-0.1": SMALL_DATA_DROPOUT,
+    "qt-alpha-0.25": {"conservative_weight": 0.25},
+    "qt-alpha-0.1": {"conservative_weight": 0.1},
 }
 """Shorter horizons: at gamma 0.98 a decision saved is worth 2% of Q, at 0.9 about 10%, so the
 value of finishing sooner stands out further above the conservative term's pull towards the
 data's frequent (expert-speed) bins; one Q head (less pessimism); and bins that reach the
 action bounds, where the expert's commands often sit (16 bin centres cost it 0.3-1.0
-decisions, ``benchmarks/finish.py``)."""
+decisions, ``benchmarks/finish.py``); a weaker conservative term at the profile's gamma (its
+regression of the bins the data did not take towards 0 favours the data's frequent actions,
+the expert's speed, over rarer faster ones)."""
 SMALL_DATA: dict[str, dict[str, Any]] = {
     "qt-epochs-40": {"epochs": 40},
     "qt-3000-steps": {"steps": 3000},
-    "qt-alpha-0.25": {"conservative_weight": 0.25},
+    "qt-alpha-0.25": FINISH["qt-alpha-0.25"],
     "qt-alpha-1": {"conservative_weight": 1.0},
     "qt-with-dropout-0.1": SMALL_DATA_DROPOUT,
 }
@@ -237,6 +241,9 @@ class Study:
     """Data presets; None: the profile's."""
     seeds: int | None = None
     """How many of the profile's seeds (the first ones); None: all."""
+    more_seeds: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    """Seeds run besides those at a data size (episodes per task -> seeds): where the
+    profile's seeds leave two algorithms within each other's spread."""
     episodes: tuple[int | None, ...] = (None,)
     """Episodes per task of its datasets; None: the profile's."""
     tasks: tuple[str, ...] | None = None
@@ -261,6 +268,11 @@ class Study:
     def seeds_of(self, profile: Profile) -> tuple[int, ...]:
         return profile.seeds if self.seeds is None else profile.seeds[: self.seeds]
 
+    def seeds_at(self, profile: Profile, episodes: int | None) -> tuple[int, ...]:
+        """The seeds of its cells with ``episodes`` per task."""
+        extra = self.more_seeds.get(episodes, ()) if episodes is not None else ()
+        return (*self.seeds_of(profile), *extra)
+
     def cells(
         self, profile: Profile, algos: Sequence[str] | None = None, variants: bool = True
     ) -> list[Cell]:
@@ -271,7 +283,7 @@ class Study:
         out = [
             Cell(a, p, s, n)
             for n in self.episodes
-            for s in seeds
+            for s in self.seeds_at(profile, n)
             for p in presets
             for a in (self.algos if algos is None else algos)
         ]
@@ -467,6 +479,7 @@ STUDIES: dict[str, Study | PixelStudy | OGBenchStudy] = {
         algos=SCALE_ALGOS,
         presets=HARD_PRESETS,
         episodes=(25, 50),
+        more_seeds={25: (3, 4)},
         tables=("scale.md",),
         uses=("grid",),
     ),
