@@ -141,7 +141,9 @@ def markdown(records: list[dict], args: Args) -> str:
             f"- `{variant}`: `{r.get('command', '?')}`: {c['steps']} decisions in "
             f"{c['num_envs']} environments, {c['updates_per_decision']} gradient steps per "
             f"decision, online share of batches {c['online_ratio']}, temperature "
-            f"{c['temperature']} -> {c['temperature_end']}, evaluation (no exploration) of "
+            f"{c['temperature']} -> {c['temperature_end']}"
+            + (f", a random bin with probability {c['epsilon']}" if c.get("epsilon") else "")
+            + ", evaluation (no exploration) of "
             f"{c['eval_episodes']} episodes every {c['eval_every']} decisions."
         )
     lines += [
