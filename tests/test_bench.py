@@ -186,7 +186,9 @@ def test_bench_seeds_runs_only_the_cells_of_those_seeds(tmp_path) -> None:
         seeds=(3,),
     )
     assert run_study(args) == ["qt__noisy__seed3__25eps"]  # an extra seed of the 25-episode size
-    assert run_study(replace(args, seeds=(7,))) == []  # no cell of the study has seed 7
+    assert run_study(args) == ["iql__noisy__seed3__25eps"]  # resumes with the next one
+    with pytest.raises(ValueError, match="--seeds 7: study 'scale' has no cell .* seeds: 0, 3, 4"):
+        run_study(replace(args, seeds=(7,)))
     with pytest.raises(ValueError, match="--seeds .* 'pixels'"):
         run_study(replace(args, study="pixels"))
 

@@ -318,10 +318,17 @@ def run_study(args: BenchArgs) -> list[str]:
     work = work_of(args.work, study)
     algos = checked_algos(args.algos)
     done = finished(work)
+    cells = study.cells(profile, algos, args.ablations)
+    if args.seeds is not None:
+        known = sorted({c.seed for c in cells})
+        if not set(args.seeds) & set(known):
+            raise ValueError(
+                f"--seeds {' '.join(map(str, args.seeds))}: study {args.study!r} has no cell of "
+                f"these seeds on profile {args.profile!r}; its seeds: {', '.join(map(str, known))}"
+            )
+        cells = [c for c in cells if c.seed in args.seeds]
     todo = []
-    for c in study.cells(profile, algos, args.ablations):
-        if args.seeds is not None and c.seed not in args.seeds:
-            continue
+    for c in cells:
         if c.key in done:
             changed = changed_settings(done[c.key], c, profile)
             if not changed:

@@ -78,8 +78,8 @@ value of finishing sooner stands out further above the conservative term's pull 
 data's frequent (expert-speed) bins; one Q head (less pessimism); and bins that reach the
 action bounds, where the expert's commands often sit (16 bin centres cost it 0.3-1.0
 decisions, ``benchmarks/finish.py``); a weaker conservative term at the profile's gamma (its
-regression of the bins the data did not take towards 0 favours the data's frequent actions,
-the expert's speed, over rarer faster ones)."""
+regression of the bins the data did not take towards 0 might favour the data's frequent
+actions, the expert's speed, over rarer faster ones; measured: it makes the policy slower)."""
 SMALL_DATA: dict[str, dict[str, Any]] = {
     "qt-epochs-40": {"epochs": 40},
     "qt-3000-steps": {"steps": 3000},
