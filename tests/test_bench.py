@@ -153,8 +153,9 @@ def test_scale_study_cells_and_data_stay_apart_from_the_grid(tmp_path) -> None:
     assert dataset_path(tmp_path, profile, "noisy", 0) not in paths
 
 
-def test_scale_cell_trains_on_its_own_size_and_leaves_the_grid_table(tmp_path) -> None:
-    args = BenchArgs(
+def tiny_scale_args(tmp_path, **more) -> BenchArgs:
+    """The data-scale study on the tiny profile, one cell per call, in ``tmp_path``."""
+    return BenchArgs(
         study="scale",
         profile="tiny",
         work=tmp_path / "w",
@@ -162,7 +163,12 @@ def test_scale_cell_trains_on_its_own_size_and_leaves_the_grid_table(tmp_path) -
         records=None,
         jobs=1,
         max_cells=1,
+        **more,
     )
+
+
+def test_scale_cell_trains_on_its_own_size_and_leaves_the_grid_table(tmp_path) -> None:
+    args = tiny_scale_args(tmp_path)
     (key,) = run_study(args)
     assert key == "qt__noisy__seed0__25eps"
     data = OfflineDataset.open(dataset_path(args.work, PROFILES["tiny"], "noisy", 0, 25))
@@ -175,16 +181,7 @@ def test_scale_cell_trains_on_its_own_size_and_leaves_the_grid_table(tmp_path) -
 
 
 def test_bench_seeds_runs_only_the_cells_of_those_seeds(tmp_path) -> None:
-    args = BenchArgs(
-        study="scale",
-        profile="tiny",
-        work=tmp_path / "w",
-        out=tmp_path / "o",
-        records=None,
-        jobs=1,
-        max_cells=1,
-        seeds=(3,),
-    )
+    args = tiny_scale_args(tmp_path, seeds=(3,))
     assert run_study(args) == ["qt__noisy__seed3__25eps"]  # an extra seed of the 25-episode size
     assert run_study(args) == ["iql__noisy__seed3__25eps"]  # resumes with the next one
     with pytest.raises(ValueError, match="--seeds 7: study 'scale' has no cell .* seeds: 0, 3, 4"):
