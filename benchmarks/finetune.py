@@ -50,8 +50,26 @@ class Args:
     threads: int = 1
 
 
+DEFAULT_EPISODES = 25
+
+
+def variant_label(variant: str, episodes: int) -> str:
+    """A run's name in the results and its folder: its settings' name, with the offline data's
+    size when that is not the default (``qt-10-episodes``), so that runs on other sizes never
+    resume or replace the default size's runs."""
+    return variant if episodes == DEFAULT_EPISODES else f"{variant}-{episodes}-episodes"
+
+
+def offline_folder(work: Path, task: str, preset: str, seed: int, episodes: int) -> Path:
+    """Where the offline agent of one task, preset, seed and data size is trained (shared by
+    every variant on that data)."""
+    size = "" if episodes == DEFAULT_EPISODES else f"-{episodes}-episodes"
+    return work / f"{task}-{preset}-seed{seed}{size}" / "offline"
+
+
 def run_folder(work: Path, task: str, preset: str, seed: int, variant: str) -> Path:
-    """Where a run of ``variant`` keeps its online phase and record (``qt``: the defaults)."""
+    """Where a run named ``variant`` (its :func:`variant_label`; ``qt``: the defaults at the
+    default size) keeps its online phase and record."""
     folder = work / f"{task}-{preset}-seed{seed}"
     return folder if variant == "qt" else folder.with_name(f"{folder.name}-{variant}")
 
@@ -63,7 +81,8 @@ def record_head(script: str, variant: str, task: str, preset: str, seed: int) ->
 
 
 def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
-    folder = run_folder(args.work, task, preset, seed, args.variant)
+    label = variant_label(args.variant, args.episodes)
+    folder = run_folder(args.work, task, preset, seed, label)
     done = folder / "record.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -75,7 +94,7 @@ def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
         {"source": "metaworld", "preset": preset, "max_steps": 200, "action_repeat": 4},
     )  # fmt: skip
     offline = replace(PROFILES["cpu"].qt, seed=seed)
-    start = args.work / f"{task}-{preset}-seed{seed}" / "offline"
+    start = offline_folder(args.work, task, preset, seed, args.episodes)
     if args.from_scratch:
         start = folder / "untrained"
         offline = replace(offline, steps=1)
@@ -86,7 +105,7 @@ def run_one(task: str, preset: str, seed: int, args: Args) -> dict:
     cfg = replace(args.config, seed=seed)
     _, history = finetune(start / "agent", data, task, cfg, out_dir=folder / "online", resume=True)
     record = {
-        **record_head("benchmarks/finetune.py", args.variant, task, preset, seed),
+        **record_head("benchmarks/finetune.py", label, task, preset, seed),
         "episodes": args.episodes,
         "offline_success": history[0]["success"],
         "final_success": history[-1]["success"],
@@ -127,9 +146,9 @@ def markdown(records: list[dict], args: Args) -> str:
         "# Online fine-tuning (Q-Transformer)",
         "",
         f"{m['cpu_model']}, torch {m['torch']}, one core per run. Offline: the `cpu` profile's "
-        f"Q-Transformer on {args.episodes} episodes (action repeat 4, 200-step limit); "
-        "`scratch` starts from an untrained network instead. Per variant, its command and "
-        "online settings:",
+        f"Q-Transformer on {DEFAULT_EPISODES} episodes (a variant named `...-N-episodes`: on N) "
+        "(action repeat 4, 200-step limit); `scratch` starts from an untrained network "
+        "instead. Per variant, its command and online settings:",
         "",
     ]
     seen: dict[str, dict] = {}

@@ -41,6 +41,9 @@ from qtransformer.bench.studies import PROFILES
 from qtransformer.envs import metaworld as menv
 from qtransformer.machine import machine_info
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune import DEFAULT_EPISODES, variant_label  # noqa: E402  (one naming for both)
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("finetune_baselines")
 
@@ -77,7 +80,10 @@ def collect_data(task: str, preset: str, seed: int, episodes: int) -> qt.Offline
 
 
 def variant_name(args: Args, algo: str) -> str:
-    return f"{algo}-{args.label}" if args.label else algo
+    """A run's name in the results and its folder: ``ALGO[-LABEL]``, with the offline data's
+    size when it is not the default (``iql-10-episodes``), as benchmarks/finetune.py names
+    Q-Transformer's runs."""
+    return variant_label(f"{algo}-{args.label}" if args.label else algo, args.episodes)
 
 
 def run_folder(args: Args, algo: str, task: str, preset: str, seed: int) -> Path:
@@ -227,8 +233,9 @@ def write_results(records: list[dict[str, Any]], args: Args) -> list[dict[str, A
     if args.qt_results.exists():
         for line in args.qt_results.read_text().splitlines():
             r = json.loads(line)
-            if r.get("variant", "qt") == "qt":
-                qt_records.append({**r, "variant": "qt"})
+            episodes = r.get("episodes", DEFAULT_EPISODES)
+            if r.get("variant", "qt") == variant_label("qt", episodes):  # the defaults
+                qt_records.append(r)
     write_text_atomically(args.out / "finetune_baselines.md", markdown(merged, qt_records))
     return merged
 

@@ -287,3 +287,35 @@ def test_chance_dips_match_the_binomial_reference() -> None:
     assert largest == pytest.approx(-sd / np.sqrt(np.pi), abs=0.003)
     # More evaluations dip further by chance.
     assert bench.chance_dips([run(0.5, 4)])[0] < bench.chance_dips([run(0.5, 1)])[0] - 0.03
+
+
+def test_runs_on_another_data_size_have_their_own_names_and_folders(tmp_path) -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune.py"
+    spec = importlib.util.spec_from_file_location("finetune_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+
+    # The default size keeps the names its committed runs were made under.
+    assert bench.variant_label("qt", 25) == "qt"
+    assert (
+        bench.run_folder(tmp_path, "push-v3", "noisy", 0, "qt") == tmp_path / "push-v3-noisy-seed0"
+    )
+    assert bench.offline_folder(tmp_path, "push-v3", "noisy", 0, 25) == (
+        tmp_path / "push-v3-noisy-seed0" / "offline"
+    )
+    # Another size: neither its offline agent nor its runs are the default size's.
+    label = bench.variant_label("qt", 10)
+    assert label == "qt-10-episodes" and bench.variant_label("cosine", 10) == "cosine-10-episodes"
+    folders = {
+        bench.run_folder(tmp_path, "push-v3", "noisy", 0, v)
+        for v in ("qt", label, bench.variant_label("cosine", 10), "cosine")
+    }
+    assert len(folders) == 4
+    ten = bench.offline_folder(tmp_path, "push-v3", "noisy", 0, 10)
+    assert ten != bench.offline_folder(tmp_path, "push-v3", "noisy", 0, 25)

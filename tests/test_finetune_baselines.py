@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,8 @@ def test_tiny_benchmark_run_records_and_resumes(tmp_path) -> None:
         work=tmp_path / "runs", out=tmp_path / "results", qt_results=tmp_path / "none.jsonl",
     )  # fmt: skip
     first = bench.main(args)
-    assert [r["variant"] for r in first] == ["cal-ql", "iql"]
+    # A data size other than the default 25 episodes is in every run's name and folder.
+    assert [r["variant"] for r in first] == ["cal-ql-2-episodes", "iql-2-episodes"]
     for r in first:
         assert r["task"] == "reach-v3" and r["preset"] == "demos" and r["seed"] == 0
         assert r["history"][0]["decisions"] == 0 and r["history"][-1]["online_episodes"] == 2
@@ -147,13 +149,18 @@ def test_tiny_benchmark_run_records_and_resumes(tmp_path) -> None:
         assert r["min_success"] <= min(r["offline_success"], r["final_success"])
         assert r["config"]["online_ratio"] == 0.5 and r["offline"]["steps"] == 2
         assert "cpu_model" in r["machine"]
-    record = tmp_path / "runs" / "cal-ql-reach-v3-demos-seed0" / "record.json"
+    record = tmp_path / "runs" / "cal-ql-2-episodes-reach-v3-demos-seed0" / "record.json"
     stamp = record.stat().st_mtime_ns
     second = bench.main(args)  # every run is there: nothing is trained again
     assert json.dumps(second) == json.dumps(first) and record.stat().st_mtime_ns == stamp
+    # Another size is a run of its own: it neither resumes nor replaces the first size's.
+    third = bench.main(replace(args, algos=["iql"], episodes=3))
+    variants = ["cal-ql-2-episodes", "iql-2-episodes", "iql-3-episodes"]
+    assert [r["variant"] for r in third] == variants and record.stat().st_mtime_ns == stamp
+    assert third[2]["episodes"] == 3 and json.dumps(third[:2]) == json.dumps(first)
     lines = (tmp_path / "results" / "finetune_baselines.jsonl").read_text().splitlines()
-    assert [json.loads(x)["variant"] for x in lines] == ["cal-ql", "iql"]
+    assert [json.loads(x)["variant"] for x in lines] == variants
     table = (tmp_path / "results" / "finetune_baselines.md").read_text()
-    assert "| cal-ql | reach-v3 | demos | 0 |" in table
+    assert "| cal-ql-2-episodes | reach-v3 | demos | 0 |" in table
     with pytest.raises(ValueError, match="unknown algorithm 'cql'"):
         bench.main(bench.Args(algos=["cql"], work=tmp_path / "runs", out=tmp_path / "results"))

@@ -72,6 +72,8 @@ FINISH: dict[str, dict[str, Any]] = {
     "qt-with-dropout-0.1": SMALL_DATA_DROPOUT,
     "qt-alpha-0.25": {"conservative_weight": 0.25},
     "qt-alpha-0.1": {"conservative_weight": 0.1},
+    "qt-n-step-5": {"n_step": 5},
+    "qt-n-step-10": {"n_step": 10},
 }
 """Shorter horizons: at gamma 0.98 a decision saved is worth 2% of Q, at 0.9 about 10%, so the
 value of finishing sooner stands out further above the conservative term's pull towards the
@@ -79,7 +81,9 @@ data's frequent (expert-speed) bins; one Q head (less pessimism); and bins that 
 action bounds, where the expert's commands often sit (16 bin centres cost it 0.3-1.0
 decisions, ``benchmarks/finish.py``); a weaker conservative term at the profile's gamma (its
 regression of the bins the data did not take towards 0 might favour the data's frequent
-actions, the expert's speed, over rarer faster ones; measured: it makes the policy slower)."""
+actions, the expert's speed, over rarer faster ones; measured: it makes the policy slower);
+longer n-step returns (fewer bootstraps, each of which the conservative term pulls down, so
+less of the underestimation that compresses the gap between fast and slow actions)."""
 SMALL_DATA: dict[str, dict[str, Any]] = {
     "qt-epochs-40": {"epochs": 40},
     "qt-3000-steps": {"steps": 3000},
