@@ -259,7 +259,8 @@ def test_a_diverged_finetune_saves_nothing(reach_agent, tmp_path, monkeypatch) -
     assert not (tmp_path / "ft" / "agent").exists()
 
 
-def test_chance_dips_match_the_binomial_reference() -> None:
+def _benchmark():
+    """benchmarks/finetune.py as a module."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -270,6 +271,11 @@ def test_chance_dips_match_the_binomial_reference() -> None:
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_chance_dips_match_the_binomial_reference() -> None:
+    bench = _benchmark()
 
     def run(p: float, later: int) -> dict:
         return {
@@ -290,16 +296,7 @@ def test_chance_dips_match_the_binomial_reference() -> None:
 
 
 def test_runs_on_another_data_size_have_their_own_names_and_folders(tmp_path) -> None:
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune.py"
-    spec = importlib.util.spec_from_file_location("finetune_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = _benchmark()
 
     # The default size keeps the names its committed runs were made under.
     assert bench.variant_label("qt", 25) == "qt"
