@@ -66,12 +66,19 @@ def policy_rollouts(act: Any, task: str, episodes: int, profile: Any) -> list[di
     eps = []
     for k in range(episodes):
         env.reset(seed=EVAL_SEED_OFFSET + k)
-        obs, done, ok, actions = env.raw_obs, False, False, []
+        obs, done, ok, actions, hand, thing = env.raw_obs, False, False, [], [], []
         while not done:
+            hand.append(obs[0:3].copy())
+            thing.append(obs[4:7].copy())
             actions.append(np.asarray(act(obs), np.float32))
             _, _, ok, trunc, _ = env.step(actions[-1])
             obs, done = env.raw_obs, ok or trunc
-        eps.append({"success": bool(ok), "actions": np.asarray(actions).tolist()})
+        hand.append(obs[0:3].copy())
+        thing.append(obs[4:7].copy())
+        eps.append({
+            "success": bool(ok), "actions": np.asarray(actions).tolist(),
+            "hand": np.asarray(hand).tolist(), "object": np.asarray(thing).tolist(),
+        })  # fmt: skip
     return eps
 
 
@@ -120,7 +127,36 @@ def motion(eps: list[dict]) -> dict:
         "within_15": sum(n <= 15 for n in wins) / len(eps),
         "mean_abs_xyz": np.abs(a).mean(axis=0).tolist(),
         "saturated_xyz": (np.abs(a) >= 0.9).mean(axis=0).tolist(),
+        "approach": approach(eps),
     }
+
+
+def approach(eps: list[dict], moved: float = 0.01, grip: float = 0.3) -> dict:
+    """Where the decisions of successful episodes go: the approach until the object (the
+    puck of push-v3) first moves ``moved`` m from its start, and the rest. Over the approach:
+    the hand's path length over its straight displacement (1: a straight line; the scripted
+    expert's 'above the puck, then down' is an L), its highest rise above the start, the mean
+    z command, and the first decision whose grip command exceeds ``grip``."""
+    rows = []
+    for e in eps:
+        obj, hand = np.asarray(e["object"]), np.asarray(e["hand"])
+        shifted = np.linalg.norm(obj - obj[0], axis=1) > moved
+        if not e["success"] or not shifted.any():
+            continue
+        m = int(np.argmax(shifted))
+        a = np.asarray(e["actions"])
+        path = np.linalg.norm(np.diff(hand[: m + 1], axis=0), axis=1).sum()
+        closes = np.flatnonzero(a[:, 3] > grip)
+        rows.append((
+            m, len(a) - m, path / max(np.linalg.norm(hand[m] - hand[0]), 1e-9),
+            hand[: m + 1, 2].max() - hand[0, 2], a[:m, 2].mean() if m else 0.0,
+            closes[0] if closes.size else np.nan,
+        ))  # fmt: skip
+    if not rows:
+        return {}
+    r = np.asarray(rows, float)
+    keys = ("approach", "after", "path_ratio", "rise", "mean_z_command", "grip_closes")
+    return {k: float(np.nanmean(r[:, i])) for i, k in enumerate(keys)} | {"episodes": len(r)}
 
 
 def calibration(q: list[np.ndarray], g: list[np.ndarray]) -> dict:
@@ -261,6 +297,25 @@ def report(out: dict) -> str:
             + ", ".join(f"{x:.2f}" for x in m["saturated_xyz"])
             + " |"
         )
+    lines += [
+        "",
+        "Where the decisions go (successful episodes): the approach until the puck first moves "
+        "1 cm, then the push to the goal; over the approach, the hand's path length over its "
+        "straight displacement, its highest rise above the start, the mean z command, and the "
+        "first decision with a grip command above 0.3.",
+        "",
+        "| policy | episodes | approach (dec.) | after (dec.) | path / displacement | rise (m) "
+        "| mean z command | grip closes at (dec.) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in out["motion"].items():
+        ap = m.get("approach")
+        if ap:
+            lines.append(
+                f"| {name} | {ap['episodes']} | {ap['approach']:.1f} | {ap['after']:.1f} | "
+                f"{ap['path_ratio']:.2f} | {ap['rise']:.3f} | {ap['mean_z_command']:+.2f} | "
+                f"{ap['grip_closes']:.1f} |"
+            )
     lines.append(
         f"\n`{out['command']}`; preset `{out['preset']}`, seed {out['seed']}, "
         f"{out['machine']['cpu_model']}, torch {out['machine']['torch']}. Expert: "

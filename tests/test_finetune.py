@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from factories import TINY_TRAIN, make_tiny_arrays
+from factories import TINY_TRAIN, load_benchmark, make_tiny_arrays
 
 import qtransformer as qt
 from qtransformer import collection as mw
@@ -259,23 +259,8 @@ def test_a_diverged_finetune_saves_nothing(reach_agent, tmp_path, monkeypatch) -
     assert not (tmp_path / "ft" / "agent").exists()
 
 
-def _benchmark():
-    """benchmarks/finetune.py as a module."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune.py"
-    spec = importlib.util.spec_from_file_location("finetune_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_chance_dips_match_the_binomial_reference() -> None:
-    bench = _benchmark()
+    bench = load_benchmark("finetune")
 
     def run(p: float, later: int) -> dict:
         return {
@@ -296,7 +281,7 @@ def test_chance_dips_match_the_binomial_reference() -> None:
 
 
 def test_runs_on_another_data_size_have_their_own_names_and_folders(tmp_path) -> None:
-    bench = _benchmark()
+    bench = load_benchmark("finetune")
 
     # The default size keeps the names its committed runs were made under.
     assert bench.variant_label("qt", 25) == "qt"

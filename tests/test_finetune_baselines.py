@@ -4,14 +4,12 @@ resumable benchmark run. Real d3rlpy, real Meta-World."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import load_benchmark
 
 import qtransformer as qt
 from qtransformer import collection as mw
@@ -26,7 +24,6 @@ from qtransformer.baselines.online import (
 )
 from qtransformer.envs import metaworld as menv
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 40
 
 
@@ -119,19 +116,8 @@ def test_finetune_updates_once_per_decision_and_evaluates(reach) -> None:
         finetune_baseline(policy, data, "push-v3", cfg)
 
 
-def _benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "finetune_baselines", ROOT / "benchmarks" / "finetune_baselines.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tiny_benchmark_run_records_and_resumes(tmp_path) -> None:
-    bench = _benchmark()
+    bench = load_benchmark("finetune_baselines")
     args = bench.Args(
         algos=["iql", "cal-ql"], tasks=["reach-v3"], presets=["demos"], seeds=[0], episodes=2,
         offline_steps=2,
