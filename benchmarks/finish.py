@@ -66,8 +66,9 @@ def policy_rollouts(act: Any, task: str, episodes: int, profile: Any) -> list[di
     eps = []
     for k in range(episodes):
         env.reset(seed=EVAL_SEED_OFFSET + k)
-        obs, done, ok, actions, hand, thing = env.raw_obs, False, False, [], [], []
+        obs, done, ok, actions, hand, thing, seen = env.raw_obs, False, False, [], [], [], []
         while not done:
+            seen.append(obs.copy())
             hand.append(obs[0:3].copy())
             thing.append(obs[4:7].copy())
             actions.append(np.asarray(act(obs), np.float32))
@@ -78,6 +79,7 @@ def policy_rollouts(act: Any, task: str, episodes: int, profile: Any) -> list[di
         eps.append({
             "success": bool(ok), "actions": np.asarray(actions).tolist(),
             "hand": np.asarray(hand).tolist(), "object": np.asarray(thing).tolist(),
+            "observations": np.asarray(seen),
         })  # fmt: skip
     return eps
 
@@ -159,6 +161,43 @@ def approach(eps: list[dict], moved: float = 0.01, grip: float = 0.3) -> dict:
     return {k: float(np.nanmean(r[:, i])) for i, k in enumerate(keys)} | {"episodes": len(r)}
 
 
+def approach_states(eps: list[dict], moved: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Observations and actions of successful episodes before their object first moves."""
+    obs, acts = [], []
+    for e in eps:
+        obj = np.asarray(e["object"])
+        shifted = np.linalg.norm(obj - obj[0], axis=1) > moved
+        if e["success"] and shifted.any():
+            m = int(np.argmax(shifted))
+            obs.append(e["observations"][:m])
+            acts.append(np.asarray(e["actions"], np.float32)[:m])
+    return np.concatenate(obs), np.concatenate(acts)
+
+
+def corner_values(agent: Any, obs: np.ndarray, actions: np.ndarray, task: str) -> dict:
+    """At IQL's approach states: Q of the agent's own greedy action, of IQL's action (the
+    corner cut) and of the scripted expert's action there (its L), each through the agent's
+    bins; whether the critic itself ranks the faster route below its own choice."""
+    disc = agent.discretizer
+    own_bins, own_q = agent.act_bins(obs)
+    expert = expert_act(task)
+    expert_actions = np.stack([expert(o) for o in obs])
+
+    def q_of(a: np.ndarray) -> np.ndarray:
+        bins = disc.to_bins(a, clip=True)
+        return np.take_along_axis(agent.q_values(obs, bins)[:, -1], bins[:, -1:], -1)[:, 0]
+
+    q_iql, q_expert = q_of(actions), q_of(expert_actions)
+    return {
+        "states": len(obs),
+        "q_own": float(own_q[:, -1].mean()),
+        "q_iql": float(q_iql.mean()),
+        "q_expert": float(q_expert.mean()),
+        "iql_at_least_own": float((q_iql >= own_q[:, -1] - 1e-3).mean()),
+        "iql_above_expert": float((q_iql > q_expert).mean()),
+    }
+
+
 def calibration(q: list[np.ndarray], g: list[np.ndarray]) -> dict:
     """Q estimates against achieved discounted returns, pooled over decisions."""
     qa, ga = np.concatenate(q), np.concatenate(g)
@@ -217,9 +256,8 @@ def main(args: Args) -> None:
         from qtransformer.baselines import train_baseline
 
         iql = train_baseline("iql", data, profile.steps["iql"], seed=args.seed)
-        out["motion"]["iql"] = motion(
-            policy_rollouts(lambda o: iql.act(o[None])[0], task, args.episodes, profile)
-        )
+        iql_eps = policy_rollouts(lambda o: iql.act(o[None])[0], task, args.episodes, profile)
+        out["motion"]["iql"] = motion(iql_eps)
     print(out["motion"], flush=True)
     for variant in args.variants.split(","):
         cfg = qt_config(Cell(variant, args.preset, args.seed), profile)
@@ -243,6 +281,10 @@ def main(args: Args) -> None:
             "margin_median_per_dim": np.median(margins, axis=0).tolist(),
             "near_ties_per_dim": (margins < 1e-3).mean(axis=0).tolist(),
         }
+        if args.iql:
+            out["variants"][variant]["corner"] = corner_values(
+                agent, *approach_states(iql_eps), task
+            )
         print(variant, json.dumps(out["variants"][variant]), flush=True)
     args.out.write_text(json.dumps(out, indent=1))
     args.out.with_suffix(".md").write_text(report(out))
@@ -315,6 +357,24 @@ def report(out: dict) -> str:
                 f"| {name} | {ap['episodes']} | {ap['approach']:.1f} | {ap['after']:.1f} | "
                 f"{ap['path_ratio']:.2f} | {ap['rise']:.3f} | {ap['mean_z_command']:+.2f} | "
                 f"{ap['grip_closes']:.1f} |"
+            )
+    corners = {n: v["corner"] for n, v in out["variants"].items() if v.get("corner")}
+    if corners:
+        lines += [
+            "",
+            "The critic's view of the corner: at IQL's approach states (its successful episodes, "
+            "before the puck moves), each variant's Q of its own greedy action, of IQL's action "
+            "and of the scripted expert's action there, each through the variant's bins.",
+            "",
+            "| variant | states | Q own choice | Q IQL's action | Q expert's action | IQL's "
+            "within 0.001 of own | IQL's above expert's |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, c in corners.items():
+            lines.append(
+                f"| {name} | {c['states']} | {c['q_own']:.3f} | {c['q_iql']:.3f} | "
+                f"{c['q_expert']:.3f} | {c['iql_at_least_own']:.2f} | "
+                f"{c['iql_above_expert']:.2f} |"
             )
     lines.append(
         f"\n`{out['command']}`; preset `{out['preset']}`, seed {out['seed']}, "

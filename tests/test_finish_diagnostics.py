@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import load_benchmark
+from factories import TINY_TRAIN, load_benchmark, make_tiny_arrays
 
 
 def episode(hand: list, obj: list, actions: list, success: bool = True) -> dict:
@@ -46,3 +46,37 @@ def test_approach_measures_an_l_shaped_and_a_straight_approach() -> None:
     assert both["rise"] == pytest.approx(0.05)
     assert both["grip_closes"] == pytest.approx(1.0)  # 2 and 0
     assert finish.approach([failed]) == {}
+
+
+def test_approach_states_keep_successes_before_the_object_moves() -> None:
+    finish = load_benchmark("finish")
+    still, moved = [0.5, 0.5, 0.0], [0.6, 0.5, 0.0]
+    obs = np.arange(4 * 39, dtype=np.float32).reshape(4, 39)
+    e = episode([[0, 0, 0]] * 4, [still, still, moved, moved], [[k, 0, 0, 0] for k in range(3)])
+    e["observations"] = obs[:3]
+    failed = {**e, "success": False}
+    states, actions = finish.approach_states([e, failed])
+    np.testing.assert_array_equal(states, obs[:2])
+    np.testing.assert_array_equal(actions[:, 0], [0, 1])
+
+
+def test_corner_values_read_the_agents_own_choice_back() -> None:
+    import qtransformer as qt
+
+    finish = load_benchmark("finish")
+    arrays = make_tiny_arrays()
+    rng = np.random.default_rng(1)
+    arrays["observations"] = rng.normal(size=(len(arrays["rewards"]), 39)).astype(np.float32)
+    arrays["actions"] = rng.uniform(-1, 1, (len(arrays["rewards"]), 4)).astype(np.float32)
+    agent = qt.train(qt.OfflineDataset.from_arrays(**arrays), qt.TrainConfig(**TINY_TRAIN))
+    obs = arrays["observations"][:10]
+    bins, q = agent.act_bins(obs)
+    own = agent.discretizer.to_continuous(bins)
+    # The agent's own greedy actions as "IQL's": their Q is the greedy Q, all within 0.001.
+    c = finish.corner_values(agent, obs, own, "push-v3")
+    assert c["states"] == 10 and c["iql_at_least_own"] == 1.0
+    assert c["q_iql"] == pytest.approx(c["q_own"], abs=1e-5)
+    assert c["q_own"] == pytest.approx(float(q[:, -1].mean()), abs=1e-6)
+    # Random actions through the same bins: their Q differs from the greedy chain's.
+    other = finish.corner_values(agent, obs, rng.uniform(-1, 1, (10, 4)), "push-v3")
+    assert other["q_iql"] != pytest.approx(other["q_own"], abs=1e-5)
