@@ -12,6 +12,11 @@
    second-best bin of every dimension; then, along each successful episode, that estimate
    against the discounted return actually achieved (gamma to the number of decisions left).
    The same comparison on the dataset's own successful episodes (Q of the data's actions).
+3. Where the decisions go, for the expert, IQL and each variant: the approach until the puck
+   first moves, and the push after it; the shape of the approach (path over straight line,
+   rise, z commands, when the gripper closes).
+4. The critic's view of IQL's faster approach: at IQL's approach states, each variant's Q of
+   its own greedy action, of IQL's action and of the scripted expert's action.
 
 Writes ``benchmarks/results/finish_diagnostics.json`` and ``.md`` (with the machine). One
 thread; a few minutes per variant.
@@ -31,6 +36,7 @@ import numpy as np
 import torch
 import tyro
 
+from qtransformer.atomic import write_text_atomically
 from qtransformer.bench import PROFILES
 from qtransformer.bench.runner import ensure_dataset, qt_config
 from qtransformer.bench.studies import Cell
@@ -133,7 +139,15 @@ def motion(eps: list[dict]) -> dict:
     }
 
 
-def approach(eps: list[dict], moved: float = 0.01, grip: float = 0.3) -> dict:
+def object_moves(e: dict, moved: float = 0.01) -> int | None:
+    """The first decision after which the episode's object (the puck of push-v3) is ``moved``
+    m from its start; None for a failed episode or one whose object never moved."""
+    obj = np.asarray(e["object"])
+    shifted = np.linalg.norm(obj - obj[0], axis=1) > moved
+    return int(np.argmax(shifted)) if e["success"] and shifted.any() else None
+
+
+def approach(eps: list[dict], grip: float = 0.3) -> dict:
     """Where the decisions of successful episodes go: the approach until the object (the
     puck of push-v3) first moves ``moved`` m from its start, and the rest. Over the approach:
     the hand's path length over its straight displacement (1: a straight line; the scripted
@@ -141,12 +155,10 @@ def approach(eps: list[dict], moved: float = 0.01, grip: float = 0.3) -> dict:
     z command, and the first decision whose grip command exceeds ``grip``."""
     rows = []
     for e in eps:
-        obj, hand = np.asarray(e["object"]), np.asarray(e["hand"])
-        shifted = np.linalg.norm(obj - obj[0], axis=1) > moved
-        if not e["success"] or not shifted.any():
+        m = object_moves(e)
+        if m is None:
             continue
-        m = int(np.argmax(shifted))
-        a = np.asarray(e["actions"])
+        hand, a = np.asarray(e["hand"]), np.asarray(e["actions"])
         path = np.linalg.norm(np.diff(hand[: m + 1], axis=0), axis=1).sum()
         closes = np.flatnonzero(a[:, 3] > grip)
         rows.append((
@@ -161,14 +173,12 @@ def approach(eps: list[dict], moved: float = 0.01, grip: float = 0.3) -> dict:
     return {k: float(np.nanmean(r[:, i])) for i, k in enumerate(keys)} | {"episodes": len(r)}
 
 
-def approach_states(eps: list[dict], moved: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+def approach_states(eps: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Observations and actions of successful episodes before their object first moves."""
     obs, acts = [], []
     for e in eps:
-        obj = np.asarray(e["object"])
-        shifted = np.linalg.norm(obj - obj[0], axis=1) > moved
-        if e["success"] and shifted.any():
-            m = int(np.argmax(shifted))
+        m = object_moves(e)
+        if m is not None:
             obs.append(e["observations"][:m])
             acts.append(np.asarray(e["actions"], np.float32)[:m])
     return np.concatenate(obs), np.concatenate(acts)
@@ -286,8 +296,8 @@ def main(args: Args) -> None:
                 agent, *approach_states(iql_eps), task
             )
         print(variant, json.dumps(out["variants"][variant]), flush=True)
-    args.out.write_text(json.dumps(out, indent=1))
-    args.out.with_suffix(".md").write_text(report(out))
+    write_text_atomically(args.out, json.dumps(out, indent=1))
+    write_text_atomically(args.out.with_suffix(".md"), report(out))
 
 
 def report(out: dict) -> str:
