@@ -77,6 +77,21 @@ def test_corner_values_read_the_agents_own_choice_back() -> None:
     assert c["states"] == 10 and c["iql_at_least_own"] == 1.0
     assert c["q_iql"] == pytest.approx(c["q_own"], abs=1e-5)
     assert c["q_own"] == pytest.approx(float(q[:, -1].mean()), abs=1e-6)
+    # bin_smoothing's decoder with a one-bin kernel is the greedy decoder.
+    greedy = load_benchmark("bin_smoothing").smoothed_policy(agent, [1.0])
+    np.testing.assert_array_equal(np.stack([greedy(o) for o in obs]), own)
     # Random actions through the same bins: their Q differs from the greedy chain's.
     other = finish.corner_values(agent, obs, rng.uniform(-1, 1, (10, 4)), "push-v3")
     assert other["q_iql"] != pytest.approx(other["q_own"], abs=1e-5)
+
+
+def test_bin_smoothing_averages_neighbours_with_edge_bins_repeated() -> None:
+    smoothing = load_benchmark("bin_smoothing")
+    q = np.array([0.0, 1.0, 0.0, 0.0, 4.0])
+    np.testing.assert_allclose(smoothing.smooth(q, [1.0]), q)
+    # [1, 2, 1] / 4 with the first and last bins repeated beyond the edges.
+    expected = [(0 + 0 + 1) / 4, (0 + 2 + 0) / 4, (1 + 0 + 0) / 4, (0 + 0 + 4) / 4, (0 + 8 + 4) / 4]
+    np.testing.assert_allclose(smoothing.smooth(q, [1, 2, 1]), expected)
+    # An isolated high bin loses to a broad plateau once smoothed.
+    spike = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.8, 0.8, 0.8])
+    assert np.argmax(spike) == 2 and np.argmax(smoothing.smooth(spike, [1, 2, 1])) == 6
