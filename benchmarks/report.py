@@ -218,6 +218,12 @@ def metaworld_section() -> str:
             "it achieved)",
         ),
         (
+            "bin_smoothing.md",
+            "**Acting on Q smoothed over neighbouring bins** (`python benchmarks/bin_smoothing.py`:"
+            " one Q-Transformer per seed, trained as the grid trains it, acting by the argmax of "
+            "each dimension's Q averaged with its neighbours'; not a default)",
+        ),
+        (
             "small.md",
             "**25 episodes** (`qtransformer bench --study small`: training length and "
             "regularization where Q-Transformer loses at 25 episodes per task; `qt`, `iql` and "
