@@ -52,7 +52,9 @@ class Args:
     episodes: int = 50
     work: Path = ROOT / "runs" / "bin_smoothing"
     bench_work: Path = ROOT / "runs" / "bench"
-    out: Path = ROOT / "benchmarks" / "results" / "bin_smoothing.json"
+    out: Path | None = None
+    """Results file; by default benchmarks/results/bin_smoothing.json for `noisy` and
+    bin_smoothing_PRESET.json for any other preset (so presets never overwrite each other)."""
 
 
 def smooth(q: np.ndarray, kernel: list[float]) -> np.ndarray:
@@ -134,8 +136,10 @@ def main(args: Args) -> None:
         "episodes": args.episodes,
         "seeds": [run_seed(s, args) for s in args.seeds],
     }
-    write_text_atomically(args.out, json.dumps(out, indent=1))
-    write_text_atomically(args.out.with_suffix(".md"), report(out))
+    suffix = "" if args.preset == "noisy" else f"_{args.preset}"
+    path = args.out or ROOT / "benchmarks" / "results" / f"bin_smoothing{suffix}.json"
+    write_text_atomically(path, json.dumps(out, indent=1))
+    write_text_atomically(path.with_suffix(".md"), report(out))
     print(report(out))
 
 

@@ -224,6 +224,11 @@ def metaworld_section() -> str:
             "each dimension's Q averaged with its neighbours'; not a default)",
         ),
         (
+            "bin_smoothing_suboptimal.md",
+            "**The same on `suboptimal`** (`python benchmarks/bin_smoothing.py --preset "
+            "suboptimal`)",
+        ),
+        (
             "small.md",
             "**25 episodes** (`qtransformer bench --study small`: training length and "
             "regularization where Q-Transformer loses at 25 episodes per task; `qt`, `iql` and "
