@@ -53,18 +53,22 @@ class Args:
 DEFAULT_EPISODES = 25
 
 
+def size_suffix(episodes: int) -> str:
+    """``-N-episodes`` for a data size other than the default, nothing for the default."""
+    return "" if episodes == DEFAULT_EPISODES else f"-{episodes}-episodes"
+
+
 def variant_label(variant: str, episodes: int) -> str:
     """A run's name in the results and its folder: its settings' name, with the offline data's
     size when that is not the default (``qt-10-episodes``), so that runs on other sizes never
     resume or replace the default size's runs."""
-    return variant if episodes == DEFAULT_EPISODES else f"{variant}-{episodes}-episodes"
+    return variant + size_suffix(episodes)
 
 
 def offline_folder(work: Path, task: str, preset: str, seed: int, episodes: int) -> Path:
     """Where the offline agent of one task, preset, seed and data size is trained (shared by
     every variant on that data)."""
-    size = "" if episodes == DEFAULT_EPISODES else f"-{episodes}-episodes"
-    return work / f"{task}-{preset}-seed{seed}{size}" / "offline"
+    return work / f"{task}-{preset}-seed{seed}{size_suffix(episodes)}" / "offline"
 
 
 def run_folder(work: Path, task: str, preset: str, seed: int, variant: str) -> Path:

@@ -67,25 +67,21 @@ class Args:
 
 def policy_rollouts(act: Any, task: str, episodes: int, profile: Any) -> list[dict]:
     """Greedy episodes of any ``act(obs (39,)) -> (4,)`` policy (evaluation seeds), with the
-    actions it took."""
+    observations it saw (the last one included) and the actions it took."""
     env = MetaWorldTask(task, profile.max_steps, profile.action_repeat, None, "corner")
     eps = []
     for k in range(episodes):
         env.reset(seed=EVAL_SEED_OFFSET + k)
-        obs, done, ok, actions, hand, thing, seen = env.raw_obs, False, False, [], [], [], []
+        obs, done, ok, actions, seen = env.raw_obs, False, False, [], []
         while not done:
             seen.append(obs.copy())
-            hand.append(obs[0:3].copy())
-            thing.append(obs[4:7].copy())
             actions.append(np.asarray(act(obs), np.float32))
             _, _, ok, trunc, _ = env.step(actions[-1])
             obs, done = env.raw_obs, ok or trunc
-        hand.append(obs[0:3].copy())
-        thing.append(obs[4:7].copy())
+        seen.append(obs.copy())
         eps.append({
             "success": bool(ok), "actions": np.asarray(actions).tolist(),
-            "hand": np.asarray(hand).tolist(), "object": np.asarray(thing).tolist(),
-            "observations": np.asarray(seen),
+            "observations": np.asarray(seen),  # (decisions + 1, 39): hand 0:3, object 4:7
         })  # fmt: skip
     return eps
 
@@ -142,14 +138,14 @@ def motion(eps: list[dict]) -> dict:
 def object_moves(e: dict, moved: float = 0.01) -> int | None:
     """The first decision after which the episode's object (the puck of push-v3) is ``moved``
     m from its start; None for a failed episode or one whose object never moved."""
-    obj = np.asarray(e["object"])
+    obj = e["observations"][:, 4:7]
     shifted = np.linalg.norm(obj - obj[0], axis=1) > moved
     return int(np.argmax(shifted)) if e["success"] and shifted.any() else None
 
 
 def approach(eps: list[dict], grip: float = 0.3) -> dict:
     """Where the decisions of successful episodes go: the approach until the object (the
-    puck of push-v3) first moves ``moved`` m from its start, and the rest. Over the approach:
+    puck of push-v3) first moves (:func:`object_moves`), and the rest. Over the approach:
     the hand's path length over its straight displacement (1: a straight line; the scripted
     expert's 'above the puck, then down' is an L), its highest rise above the start, the mean
     z command, and the first decision whose grip command exceeds ``grip``."""
@@ -158,7 +154,7 @@ def approach(eps: list[dict], grip: float = 0.3) -> dict:
         m = object_moves(e)
         if m is None:
             continue
-        hand, a = np.asarray(e["hand"]), np.asarray(e["actions"])
+        hand, a = e["observations"][:, 0:3], np.asarray(e["actions"])
         path = np.linalg.norm(np.diff(hand[: m + 1], axis=0), axis=1).sum()
         closes = np.flatnonzero(a[:, 3] > grip)
         rows.append((

@@ -8,7 +8,11 @@ from factories import TINY_TRAIN, load_benchmark, make_tiny_arrays
 
 
 def episode(hand: list, obj: list, actions: list, success: bool = True) -> dict:
-    return {"success": success, "hand": hand, "object": obj, "actions": actions}
+    """An episode as finish.py's rollouts hold it: 39-dim observations, the hand's position
+    in 0:3 and the object's in 4:7 (the other entries count up, so they are never zero)."""
+    obs = np.arange(len(hand) * 39, dtype=float).reshape(len(hand), 39)
+    obs[:, 0:3], obs[:, 4:7] = hand, obj
+    return {"success": success, "observations": obs, "actions": actions}
 
 
 def test_approach_measures_an_l_shaped_and_a_straight_approach() -> None:
@@ -51,12 +55,10 @@ def test_approach_measures_an_l_shaped_and_a_straight_approach() -> None:
 def test_approach_states_keep_successes_before_the_object_moves() -> None:
     finish = load_benchmark("finish")
     still, moved = [0.5, 0.5, 0.0], [0.6, 0.5, 0.0]
-    obs = np.arange(4 * 39, dtype=np.float32).reshape(4, 39)
     e = episode([[0, 0, 0]] * 4, [still, still, moved, moved], [[k, 0, 0, 0] for k in range(3)])
-    e["observations"] = obs[:3]
     failed = {**e, "success": False}
     states, actions = finish.approach_states([e, failed])
-    np.testing.assert_array_equal(states, obs[:2])
+    np.testing.assert_array_equal(states, e["observations"][:2])
     np.testing.assert_array_equal(actions[:, 0], [0, 1])
 
 
