@@ -130,7 +130,7 @@ def main(args: Args) -> None:
     warnings.simplefilter("ignore", UserWarning)
     args.work.mkdir(parents=True, exist_ok=True)
     out = {
-        "command": " ".join(["python benchmarks/bin_smoothing.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python benchmarks/bin_smoothing.py", *sys.argv[1:]]),
         "machine": machine_info(),
         "preset": args.preset,
         "episodes": args.episodes,

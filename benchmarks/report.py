@@ -219,13 +219,14 @@ def metaworld_section() -> str:
         ),
         (
             "bin_smoothing.md",
-            "**Acting on Q smoothed over neighbouring bins** (`python benchmarks/bin_smoothing.py`:"
-            " one Q-Transformer per seed, trained as the grid trains it, acting by the argmax of "
-            "each dimension's Q averaged with its neighbours'; not a default)",
+            "**Acting on Q smoothed over neighbouring bins** (`.venv/bin/python "
+            "benchmarks/bin_smoothing.py`: one Q-Transformer per seed, trained as the grid "
+            "trains it, acting by the argmax of each dimension's Q averaged with its "
+            "neighbours'; not a default)",
         ),
         (
             "bin_smoothing_suboptimal.md",
-            "**The same on `suboptimal`** (`python benchmarks/bin_smoothing.py --preset "
+            "**The same on `suboptimal`** (`.venv/bin/python benchmarks/bin_smoothing.py --preset "
             "suboptimal`)",
         ),
         (
